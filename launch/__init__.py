@@ -1,0 +1,1 @@
+"""Launch files and the default cell configuration (``cell.yaml``)."""

@@ -1,0 +1,1 @@
+"""The policy runtime: contract math, ONNX bundles, export and the policy step."""

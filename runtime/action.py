@@ -1,0 +1,56 @@
+"""The action side of the contract: 44 raw policy outputs to 44 joint position targets (rad).
+
+Rules (``dynamic-handover-contract.md``, section "Action"); ``a`` is clipped to [-1, 1] first:
+
+- thrower hand ``cur[6:22] = scale(a[6:22], lo[6:22], hi[6:22])`` (absolute);
+- thrower arm ``cur[1] = prev[1] + 2 a[1]``, ``cur[2] = prev[2] + 2 a[2]`` (quirk: 2 rad per step),
+  the other thrower arm joints keep their previous target;
+- catcher arm ``cur[22:28] = prev[22:28] + 0.1 a[22:28]`` (relative);
+- catcher hand ``cur[28:44] = scale(a[28:44], lo[6:22], hi[6:22])`` (the thrower's hand limits);
+- clamp thrower targets to the thrower's limits, catcher targets to the catcher's.
+
+The shipped config's action moving average is 1.0, i.e. no smoothing, so none is applied.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from handover.runtime.contract import (
+    CATCHER_ARM_GAIN,
+    DOFS,
+    THROWER_ARM_GAIN,
+    ContractSpec,
+    scale,
+)
+
+
+class ActionMapper:
+    """Holds the previous targets and turns each raw action into new targets."""
+
+    def __init__(self, spec: ContractSpec):
+        self.spec = spec
+        self.targets = np.zeros(DOFS, dtype=np.float32)
+        self.reset()
+
+    def reset(self) -> np.ndarray:
+        """Targets back to the default pose (clamped to the limits, which leaves every entry the
+        rules ever read unchanged: only three default hand joints lie outside their limits, and
+        hand targets are absolute). Returns a copy of the targets."""
+        self.targets[:] = np.clip(self.spec.default, self.spec.lower, self.spec.upper)
+        return self.targets.copy()
+
+    def apply(self, action: np.ndarray) -> np.ndarray:
+        """Map one 44-number raw action (thrower 0..21 ++ catcher 22..43) to new targets (rad)."""
+        a = np.clip(np.asarray(action, dtype=np.float32).reshape(DOFS), -1.0, 1.0)
+        lo, hi = self.spec.lower, self.spec.upper
+        prev = self.targets
+        cur = prev.copy()
+        cur[6:22] = scale(a[6:22], lo[6:22], hi[6:22])
+        cur[1] = prev[1] + THROWER_ARM_GAIN * a[1]
+        cur[2] = prev[2] + THROWER_ARM_GAIN * a[2]
+        cur[22:28] = prev[22:28] + CATCHER_ARM_GAIN * a[22:28]
+        cur[28:44] = scale(a[28:44], lo[6:22], hi[6:22])
+        np.clip(cur, lo, hi, out=cur)
+        self.targets = cur
+        return cur.copy()

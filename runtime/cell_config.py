@@ -1,0 +1,260 @@
+"""The cell configuration: one YAML file, loaded into typed, immutable dataclasses.
+
+Every bad value is rejected at load time with a :class:`ConfigError` whose message names the file,
+the key path (for example ``thrower.arm.lower[2]``) and the offending value.
+
+Units: metres, radians, Hz. Positions are in the world frame (z up).
+The default file is ``launch/cell.yaml`` (:data:`DEFAULT_CONFIG_PATH`).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import re
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Optional
+
+import yaml
+
+DEFAULT_CONFIG_PATH = Path(__file__).resolve().parent.parent / "launch" / "cell.yaml"
+
+ARM_DOFS = 6
+HAND_DOFS = 16
+SIDE_DOFS = ARM_DOFS + HAND_DOFS
+
+
+class ConfigError(ValueError):
+    """A cell configuration value is missing or invalid; the message names file, key and value."""
+
+
+def _length(n: int) -> dict:
+    return {"length": n}
+
+
+@dataclass(frozen=True)
+class JointGroupConfig:
+    """One joint group (an arm or a hand) in contract order. Angles in rad."""
+
+    joints: tuple[str, ...]
+    lower: tuple[float, ...]
+    upper: tuple[float, ...]
+    default: tuple[float, ...]
+
+
+@dataclass(frozen=True)
+class SideConfig:
+    """One side of the cell (thrower or catcher): arm base pose and its two joint groups."""
+
+    base_position: tuple[float, ...] = field(metadata=_length(3))  # world frame, m
+    base_yaw: float  # rad about world z
+    arm: JointGroupConfig = field(metadata={"group_length": ARM_DOFS})
+    hand: JointGroupConfig = field(metadata={"group_length": HAND_DOFS})
+
+    @property
+    def joint_names(self) -> tuple[str, ...]:
+        """The 22 joint names, arm then hand."""
+        return self.arm.joints + self.hand.joints
+
+    @property
+    def lower(self) -> tuple[float, ...]:
+        return self.arm.lower + self.hand.lower
+
+    @property
+    def upper(self) -> tuple[float, ...]:
+        return self.arm.upper + self.hand.upper
+
+    @property
+    def default(self) -> tuple[float, ...]:
+        return self.arm.default + self.hand.default
+
+
+@dataclass(frozen=True)
+class ObjectConfig:
+    start_position: tuple[float, ...] = field(metadata=_length(3))  # world frame, m
+
+
+@dataclass(frozen=True)
+class ModelsConfig:
+    """Model paths; relative paths are resolved against the config file's folder."""
+
+    bundle: Optional[Path] = field(metadata={"must_exist": True})
+
+
+@dataclass(frozen=True)
+class TopicsConfig:
+    """ROS 2 topic and service names. ``{side}`` is thrower|catcher, ``{group}`` is arm|hand."""
+
+    joint_states: str = field(metadata={"placeholders": ("{side}", "{group}")})
+    joint_commands: str = field(metadata={"placeholders": ("{side}", "{group}")})
+    object_position: str
+    predicted_goal: str
+    start: str
+    estop: str
+    estop_reset: str
+
+
+@dataclass(frozen=True)
+class CellConfig:
+    """The whole cell. ``source`` is the file it was loaded from (not a YAML key)."""
+
+    control_rate_hz: float  # policy rate, Hz (training: 60)
+    episode_steps: int  # control steps per episode (training: 30)
+    thrower: SideConfig
+    catcher: SideConfig
+    object: ObjectConfig
+    goal: tuple[float, ...] = field(metadata=_length(3))  # world frame, m
+    models: ModelsConfig
+    topics: TopicsConfig
+    source: Path = field(default=Path("<memory>"), metadata={"not_a_key": True})
+
+    @property
+    def control_period_s(self) -> float:
+        return 1.0 / self.control_rate_hz
+
+    @property
+    def joint_names(self) -> tuple[str, ...]:
+        """All 44 joint names in contract order (thrower 0..21, catcher 22..43)."""
+        return self.thrower.joint_names + self.catcher.joint_names
+
+
+# ---------------------------------------------------------------------------------------------
+# Loading
+
+
+def load_cell_config(path: str | Path | None = None) -> CellConfig:
+    """Load and validate a cell config file (default: ``launch/cell.yaml``)."""
+    path = Path(path) if path is not None else DEFAULT_CONFIG_PATH
+    if not path.is_file():
+        raise ConfigError(f"{path}: config file not found")
+    try:
+        raw = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{path}: not valid YAML: {exc}") from None
+    return cell_config_from_dict(raw, source=path)
+
+
+def cell_config_from_dict(raw: Any, source: str | Path = "<memory>") -> CellConfig:
+    """Validate a parsed YAML document into a :class:`CellConfig`."""
+    source = Path(source)
+    ctx = _Context(source)
+    cfg = ctx.build(CellConfig, raw, "")
+    cfg = dataclasses.replace(cfg, source=source)
+    _check_cell(ctx, cfg)
+    return cfg
+
+
+class _Context:
+    def __init__(self, source: Path):
+        self.source = source
+        self.base_dir = source.parent if source.name != "<memory>" else Path.cwd()
+
+    def fail(self, key: str, problem: str, value: Any = dataclasses.MISSING) -> typing.NoReturn:
+        where = key or "<top level>"
+        got = "" if value is dataclasses.MISSING else f" (got {value!r})"
+        raise ConfigError(f"{self.source}: {where}: {problem}{got}")
+
+    def build(self, cls: type, raw: Any, key: str) -> Any:
+        if not isinstance(raw, dict):
+            self.fail(key, f"expected a mapping for {cls.__name__}", raw)
+        hints = typing.get_type_hints(cls)
+        fields = [f for f in dataclasses.fields(cls) if not f.metadata.get("not_a_key")]
+        known = {f.name for f in fields}
+        for k in raw:
+            if k not in known:
+                self.fail(_join(key, str(k)), f"unknown key; expected one of {sorted(known)}")
+        values = {}
+        for f in fields:
+            sub = _join(key, f.name)
+            if f.name not in raw:
+                self.fail(sub, "missing key")
+            values[f.name] = self.value(hints[f.name], raw[f.name], sub, f.metadata)
+        return cls(**values)
+
+    def value(self, tp: Any, raw: Any, key: str, meta: typing.Mapping) -> Any:
+        origin = typing.get_origin(tp)
+        if origin in (typing.Union, types.UnionType):
+            args = [a for a in typing.get_args(tp) if a is not type(None)]
+            if raw is None:
+                return None
+            return self.value(args[0], raw, key, meta)
+        if dataclasses.is_dataclass(tp):
+            obj = self.build(tp, raw, key)
+            if "group_length" in meta:
+                self.check_group(obj, key, meta["group_length"])
+            return obj
+        if origin is tuple:
+            item_tp = typing.get_args(tp)[0]
+            if not isinstance(raw, list):
+                self.fail(key, "expected a list", raw)
+            if "length" in meta and len(raw) != meta["length"]:
+                self.fail(key, f"expected {meta['length']} entries, got {len(raw)}", raw)
+            return tuple(self.value(item_tp, v, f"{key}[{i}]", {}) for i, v in enumerate(raw))
+        if tp is float:
+            if isinstance(raw, bool) or not isinstance(raw, (int, float)):
+                self.fail(key, "expected a number", raw)
+            if not math.isfinite(raw):
+                self.fail(key, "expected a finite number", raw)
+            return float(raw)
+        if tp is int:
+            if isinstance(raw, bool) or not isinstance(raw, int):
+                self.fail(key, "expected an integer", raw)
+            return raw
+        if tp is str:
+            if not isinstance(raw, str) or not raw:
+                self.fail(key, "expected a non-empty string", raw)
+            for ph in meta.get("placeholders", ()):
+                if ph not in raw:
+                    self.fail(key, f"must contain the placeholder {ph}", raw)
+            return raw
+        if tp is Path:
+            if not isinstance(raw, str) or not raw:
+                self.fail(key, "expected a path string", raw)
+            p = Path(raw)
+            p = p if p.is_absolute() else (self.base_dir / p).resolve()
+            if meta.get("must_exist") and not p.exists():
+                self.fail(key, f"path does not exist: {p}", raw)
+            return p
+        raise TypeError(f"unsupported config type {tp!r} at {key}")  # a bug in this module
+
+    def check_group(self, g: JointGroupConfig, key: str, n: int) -> None:
+        for name in ("joints", "lower", "upper", "default"):
+            seq = getattr(g, name)
+            if len(seq) != n:
+                self.fail(f"{key}.{name}", f"expected {n} entries, got {len(seq)}", list(seq))
+        for i, (lo, hi) in enumerate(zip(g.lower, g.upper)):
+            if not lo < hi:
+                self.fail(
+                    f"{key}.lower[{i}]",
+                    f"lower limit must be below upper limit {key}.upper[{i}] = {hi!r}",
+                    lo,
+                )
+
+
+_TOPIC_RE = re.compile(r"^/[A-Za-z0-9_/{}]+$")
+
+
+def _check_cell(ctx: _Context, cfg: CellConfig) -> None:
+    if not cfg.control_rate_hz > 0:
+        ctx.fail("control_rate_hz", "must be > 0", cfg.control_rate_hz)
+    if cfg.episode_steps <= 0:
+        ctx.fail("episode_steps", "must be > 0", cfg.episode_steps)
+    seen: dict[str, str] = {}
+    for side in ("thrower", "catcher"):
+        for group in ("arm", "hand"):
+            for i, name in enumerate(getattr(getattr(cfg, side), group).joints):
+                key = f"{side}.{group}.joints[{i}]"
+                if name in seen:
+                    ctx.fail(key, f"duplicate joint name, also at {seen[name]}", name)
+                seen[name] = key
+    for f in dataclasses.fields(TopicsConfig):
+        name = getattr(cfg.topics, f.name)
+        if not _TOPIC_RE.match(name) or "//" in name or name.endswith("/"):
+            ctx.fail(f"topics.{f.name}", "not a valid absolute ROS 2 name", name)
+
+
+def _join(key: str, sub: str) -> str:
+    return f"{key}.{sub}" if key else sub

@@ -1,0 +1,22 @@
+"""``handover config check [PATH]``: load and validate a cell config, print a summary."""
+
+from __future__ import annotations
+
+from handover.runtime.cell_config import DEFAULT_CONFIG_PATH, load_cell_config
+
+
+def add_parser(sub) -> None:
+    p = sub.add_parser("config", help="validate a cell config file and print a summary")
+    p.add_argument("path", nargs="?", default=str(DEFAULT_CONFIG_PATH), help="cell YAML (default: %(default)s)")
+    p.set_defaults(func=run)
+
+
+def run(args) -> int:
+    cfg = load_cell_config(args.path)
+    print(f"{cfg.source}: ok")
+    print(f"  control rate {cfg.control_rate_hz:g} Hz, {cfg.episode_steps} steps per episode")
+    for side in ("thrower", "catcher"):
+        s = getattr(cfg, side)
+        print(f"  {side}: base {list(s.base_position)} m, yaw {s.base_yaw:g} rad, {len(s.joint_names)} joints")
+    print(f"  goal {list(cfg.goal)} m, bundle {cfg.models.bundle}")
+    return 0

@@ -21,7 +21,6 @@ from handover.runtime.contract import (
     DOFS,
     THROWER_ARM_GAIN,
     ContractSpec,
-    scale,
 )
 
 
@@ -31,6 +30,11 @@ class ActionMapper:
     def __init__(self, spec: ContractSpec):
         self.spec = spec
         self.targets = np.zeros(DOFS, dtype=np.float32)
+        # scale(a, lo, hi) = (a + 1) / 2 * (hi - lo) + lo, computed as (a + 1) * half + lo with
+        # half = (hi - lo) / 2: halving is exact in binary floating point, so the result is the
+        # same number. Both hands use the thrower's hand limits.
+        self._hand_lo = spec.lower[6:22].copy()
+        self._hand_half = ((spec.upper[6:22] - spec.lower[6:22]) / np.float32(2.0)).astype(np.float32)
         self.reset()
 
     def reset(self) -> np.ndarray:
@@ -43,14 +47,10 @@ class ActionMapper:
     def apply(self, action: np.ndarray) -> np.ndarray:
         """Map one 44-number raw action (thrower 0..21 ++ catcher 22..43) to new targets (rad)."""
         a = np.clip(np.asarray(action, dtype=np.float32).reshape(DOFS), -1.0, 1.0)
-        lo, hi = self.spec.lower, self.spec.upper
-        prev = self.targets
-        cur = prev.copy()
-        cur[6:22] = scale(a[6:22], lo[6:22], hi[6:22])
-        cur[1] = prev[1] + THROWER_ARM_GAIN * a[1]
-        cur[2] = prev[2] + THROWER_ARM_GAIN * a[2]
-        cur[22:28] = prev[22:28] + CATCHER_ARM_GAIN * a[22:28]
-        cur[28:44] = scale(a[28:44], lo[6:22], hi[6:22])
-        np.clip(cur, lo, hi, out=cur)
-        self.targets = cur
+        cur = self.targets  # becomes this step's targets; until written, entries hold prev
+        cur[1:3] += THROWER_ARM_GAIN * a[1:3]  # thrower arm joints 2 and 3, relative (quirk: gain 2)
+        cur[22:28] += CATCHER_ARM_GAIN * a[22:28]  # catcher arm, relative
+        cur[6:22] = (a[6:22] + 1.0) * self._hand_half + self._hand_lo  # thrower hand, absolute
+        cur[28:44] = (a[28:44] + 1.0) * self._hand_half + self._hand_lo  # catcher hand, absolute
+        np.clip(cur, self.spec.lower, self.spec.upper, out=cur)
         return cur.copy()

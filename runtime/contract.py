@@ -44,13 +44,13 @@ PROPERTY_STEP_SIZE = 3 + DOFS  # 47 numbers per step
 
 
 def unscale(x: np.ndarray, lo: np.ndarray, hi: np.ndarray) -> np.ndarray:
-    """Map [lo, hi] to [-1, 1]: ``(2x - hi - lo) / (hi - lo)``."""
-    return ((2.0 * x - hi - lo) / (hi - lo)).astype(np.float32)
+    """Map [lo, hi] to [-1, 1]: ``(2x - hi - lo) / (hi - lo)`` (float32 in, float32 out)."""
+    return (2.0 * x - hi - lo) / (hi - lo)
 
 
 def scale(a: np.ndarray, lo: np.ndarray, hi: np.ndarray) -> np.ndarray:
     """Map [-1, 1] to [lo, hi]: ``(a + 1) / 2 * (hi - lo) + lo``."""
-    return ((a + 1.0) / 2.0 * (hi - lo) + lo).astype(np.float32)
+    return (a + 1.0) / 2.0 * (hi - lo) + lo
 
 
 @dataclass(frozen=True)

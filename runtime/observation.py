@@ -72,21 +72,20 @@ def build_frame(
     cq = np.asarray(catcher_q, dtype=np.float32)
 
     # Thrower: normalized joints, arm zeroed, then only arm joints 2 and 3 (index 1, 2) raw (quirk).
-    t = unscale(tq, lo, hi)
+    t = frame[THROWER_Q]
+    t[:] = unscale(tq, lo, hi)
     t[0:6] = 0.0
-    t[1] = tq[1]
-    t[2] = tq[2]
-    frame[THROWER_Q] = t
+    t[1:3] = tq[1:3]
     frame[THROWER_GOAL] = np.asarray(goal_world, dtype=np.float32) - spec.thrower_base
 
     # Catcher: normalized with the *thrower's* limits (quirk), arm raw, arm joints 1 and 4 zeroed.
-    c = unscale(cq, lo, hi)
+    c = frame[CATCHER_Q]
+    c[:] = unscale(cq, lo, hi)
     c[0:6] = cq[0:6]
     c[0] = 0.0
     c[3] = 0.0
-    frame[CATCHER_Q] = c
     frame[CATCHER_HISTORY] = np.asarray(history, dtype=np.float32)[HISTORY_IN_OBS].reshape(-1)
-    frame[CATCHER_PRED_GOAL] = np.asarray(predicted_goal_rel, dtype=np.float32)
+    frame[CATCHER_PRED_GOAL] = predicted_goal_rel
     return frame
 
 
@@ -114,10 +113,9 @@ def agent_inputs(stacked: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     Thrower: ``obs[0:150] ++ obs[300:450] ++ obs[600:750]``;
     catcher: ``obs[150:300] ++ obs[450:600] ++ obs[750:900]``.
     """
-    obs = np.clip(np.asarray(stacked, dtype=np.float32), -OBS_CLIP, OBS_CLIP)
-    per_frame = obs.reshape(STACK_FRAMES, 2, HALF_FRAME)
-    thrower = per_frame[:, 0, :].reshape(AGENT_INPUT_SIZE).copy()
-    catcher = per_frame[:, 1, :].reshape(AGENT_INPUT_SIZE).copy()
+    per_frame = np.clip(np.asarray(stacked, dtype=np.float32), -OBS_CLIP, OBS_CLIP).reshape(STACK_FRAMES, 2, HALF_FRAME)
+    thrower = per_frame[:, 0, :].reshape(AGENT_INPUT_SIZE)  # copies: the slice is not contiguous
+    catcher = per_frame[:, 1, :].reshape(AGENT_INPUT_SIZE)
     return thrower, catcher
 
 

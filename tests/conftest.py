@@ -1,0 +1,54 @@
+"""Shared fixtures: policy bundles exported from randomly initialised networks with the original
+Dynamic Handover module trees (the real export path, not hand-made ONNX files)."""
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from handover.runtime.cell_config import load_cell_config
+from handover.runtime.contract import ContractSpec
+
+
+@pytest.fixture(scope="session")
+def spec() -> ContractSpec:
+    return ContractSpec.from_config(load_cell_config())
+
+
+@pytest.fixture(scope="session")
+def checkpoints(tmp_path_factory) -> dict[str, Path]:
+    torch = pytest.importorskip("torch")
+    from handover.runtime.benchmark import make_random_checkpoints
+    from handover.runtime.networks import make_actor
+
+    folder = tmp_path_factory.mktemp("checkpoints")
+    paths = make_random_checkpoints(folder, seed=3)
+    torch.manual_seed(4)
+    paths["recurrent_actor"] = folder / "recurrent_actor.pt"
+    torch.save(make_actor(layer_N=1, recurrent_N=1).state_dict(), paths["recurrent_actor"])
+    prop = {}
+    for layer, (n_out, n_in) in {"linear1": (512, 940), "linear2": (256, 512), "linear3": (128, 256), "output_layer": (1, 128)}.items():
+        prop[f"{layer}.weight"] = torch.randn(n_out, n_in) / np.sqrt(n_in)
+        prop[f"{layer}.bias"] = torch.randn(n_out) * 0.1
+    paths["property"] = folder / "property.pt"
+    torch.save(prop, paths["property"])
+    return paths
+
+
+@pytest.fixture(scope="session")
+def bundle_dir(checkpoints, tmp_path_factory) -> Path:
+    from handover.runtime.export import export_bundle
+
+    out = tmp_path_factory.mktemp("bundle") / "bundle"
+    export_bundle(out, checkpoints["actor_agent0"], checkpoints["actor_agent1"], checkpoints["model"],
+                  property=checkpoints["property"])
+    return out
+
+
+@pytest.fixture(scope="session")
+def recurrent_bundle_dir(checkpoints, tmp_path_factory) -> Path:
+    from handover.runtime.export import export_bundle
+
+    out = tmp_path_factory.mktemp("rbundle") / "bundle"
+    export_bundle(out, checkpoints["recurrent_actor"], checkpoints["actor_agent1"], checkpoints["model"])
+    return out

@@ -98,6 +98,49 @@ class TopicsConfig:
 
 
 @dataclass(frozen=True)
+class TwinObjectConfig:
+    """The nominal object of the twin; per-episode factors scale mass, friction and size."""
+
+    shape: str = field(metadata={"choices": ("sphere", "cube", "cylinder")})
+    size: float = field(metadata={"positive": True})  # m: sphere radius, cube half side, cylinder radius and half height
+    mass: float = field(metadata={"positive": True})  # kg (seed paper's base object: 0.22867)
+    friction: float = field(metadata={"positive": True})  # sliding friction coefficient
+
+
+@dataclass(frozen=True)
+class TrackerModelConfig:
+    """How the twin's object tracker imitates the D435 pipeline."""
+
+    rate_hz: float = field(metadata={"positive": True})  # frames per second (D435 depth: up to 90)
+    latency_s: float  # capture-to-arrival delay, s (>= 0)
+    noise_std: float  # Gaussian position noise per axis, m (>= 0)
+    dropout: float  # probability that a frame has no detection (0..1)
+
+
+@dataclass(frozen=True)
+class CameraConfig:
+    position: tuple[float, ...] = field(metadata=_length(3))  # world frame, m
+    target: tuple[float, ...] = field(metadata=_length(3))  # point looked at, world frame, m
+    fovy_deg: float = field(metadata={"positive": True})  # vertical field of view, degrees
+
+
+@dataclass(frozen=True)
+class TwinConfig:
+    """The MuJoCo twin: drives (PD position actuators), physics step, object, tracker, cameras."""
+
+    timestep_s: float = field(metadata={"positive": True})  # physics step; must divide the control period
+    arm_stiffness: tuple[float, ...] = field(metadata=_length(6))  # N*m/rad (contract)
+    arm_damping: tuple[float, ...] = field(metadata=_length(6))  # N*m*s/rad
+    arm_effort_limit: tuple[float, ...] = field(metadata=_length(6))  # N*m (robot-cell.md)
+    hand_stiffness: float = field(metadata={"positive": True})  # N*m/rad (contract: 30)
+    hand_damping: float = field(metadata={"positive": True})  # N*m*s/rad (contract: 1)
+    hand_effort_limit: float = field(metadata={"positive": True})  # N*m (contract: 5)
+    object: TwinObjectConfig
+    tracker: TrackerModelConfig
+    cameras: dict[str, CameraConfig]
+
+
+@dataclass(frozen=True)
 class CellConfig:
     """The whole cell. ``source`` is the file it was loaded from (not a YAML key)."""
 
@@ -109,6 +152,7 @@ class CellConfig:
     goal: tuple[float, ...] = field(metadata=_length(3))  # world frame, m
     models: ModelsConfig
     topics: TopicsConfig
+    twin: TwinConfig
     source: Path = field(default=Path("<memory>"), metadata={"not_a_key": True})
 
     @property
@@ -181,6 +225,12 @@ class _Context:
             if raw is None:
                 return None
             return self.value(args[0], raw, key, meta)
+        if origin is dict:
+            key_tp, val_tp = typing.get_args(tp)
+            if not isinstance(raw, dict) or not raw:
+                self.fail(key, "expected a non-empty mapping", raw)
+            items = {self.value(key_tp, k, key, {}): self.value(val_tp, v, _join(key, str(k)), {}) for k, v in raw.items()}
+            return types.MappingProxyType(items)  # read-only, like the frozen dataclasses around it
         if dataclasses.is_dataclass(tp):
             obj = self.build(tp, raw, key)
             if "group_length" in meta:
@@ -198,6 +248,8 @@ class _Context:
                 self.fail(key, "expected a number", raw)
             if not math.isfinite(raw):
                 self.fail(key, "expected a finite number", raw)
+            if meta.get("positive") and not raw > 0:
+                self.fail(key, "must be > 0", raw)
             return float(raw)
         if tp is int:
             if isinstance(raw, bool) or not isinstance(raw, int):
@@ -206,6 +258,8 @@ class _Context:
         if tp is str:
             if not isinstance(raw, str) or not raw:
                 self.fail(key, "expected a non-empty string", raw)
+            if "choices" in meta and raw not in meta["choices"]:
+                self.fail(key, f"expected one of {list(meta['choices'])}", raw)
             for ph in meta.get("placeholders", ()):
                 if ph not in raw:
                     self.fail(key, f"must contain the placeholder {ph}", raw)
@@ -250,10 +304,35 @@ def _check_cell(ctx: _Context, cfg: CellConfig) -> None:
                 if name in seen:
                     ctx.fail(key, f"duplicate joint name, also at {seen[name]}", name)
                 seen[name] = key
+    _check_twin(ctx, cfg)
     for f in dataclasses.fields(TopicsConfig):
         name = getattr(cfg.topics, f.name)
         if not _TOPIC_RE.match(name) or "//" in name or name.endswith("/"):
             ctx.fail(f"topics.{f.name}", "not a valid absolute ROS 2 name", name)
+
+
+def _check_twin(ctx: _Context, cfg: CellConfig) -> None:
+    tw = cfg.twin
+    ratio = cfg.control_period_s / tw.timestep_s
+    if abs(ratio - round(ratio)) > 1e-6 or round(ratio) < 1:
+        ctx.fail("twin.timestep_s", f"must divide the control period {cfg.control_period_s:.6g} s into whole steps", tw.timestep_s)
+    for name in ("arm_stiffness", "arm_damping", "arm_effort_limit"):
+        for i, v in enumerate(getattr(tw, name)):
+            if not v > 0:
+                ctx.fail(f"twin.{name}[{i}]", "must be > 0", v)
+    tr = tw.tracker
+    if tr.latency_s < 0:
+        ctx.fail("twin.tracker.latency_s", "must be >= 0", tr.latency_s)
+    if tr.noise_std < 0:
+        ctx.fail("twin.tracker.noise_std", "must be >= 0", tr.noise_std)
+    if not 0 <= tr.dropout < 1:
+        ctx.fail("twin.tracker.dropout", "must be in [0, 1)", tr.dropout)
+    for cam in ("d435", "overview"):
+        if cam not in tw.cameras:
+            ctx.fail(f"twin.cameras.{cam}", "missing key")
+    for name, cam in tw.cameras.items():
+        if cam.position == cam.target:
+            ctx.fail(f"twin.cameras.{name}.target", "must differ from the camera position", list(cam.target))
 
 
 def _join(key: str, sub: str) -> str:

@@ -18,6 +18,7 @@ COMMAND_MODULES = (
     "handover.runtime.export",  # handover export
     "handover.runtime.benchmark",  # handover benchmark
     "handover.runtime.config_check",  # handover config
+    "handover.sim_twin.commands",  # handover twin export-mjcf | render | benchmark
 )
 
 

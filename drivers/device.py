@@ -122,4 +122,4 @@ class Device:
         pass
 
     def _on_close(self) -> None:
-        pass
+        """Release resources; must tolerate a half-opened device (a configure that failed)."""

@@ -10,7 +10,8 @@ the newest target; a backend forwards it at its own rate.
 
 Commands outside the joint limits are **clamped** to the limits; ``command`` returns the targets
 really sent. Commands that are not finite or have the wrong length are refused (``ValueError``)
-and change nothing.
+and change nothing. ``hold`` and ``stop`` target the measured position as it is, even where it
+lies outside the limits (the contract's default hand pose does), so that stopping never moves a joint.
 """
 
 from __future__ import annotations
@@ -38,6 +39,11 @@ class JointGroupInfo:
     def size(self) -> int:
         return len(self.names)
 
+    @staticmethod
+    def from_config(group, provides_velocity: bool, provides_effort: bool) -> "JointGroupInfo":
+        """From a :class:`~handover.runtime.cell_config.JointGroupConfig` (names and training limits)."""
+        return JointGroupInfo(tuple(group.joints), tuple(group.lower), tuple(group.upper), provides_velocity, provides_effort)
+
 
 @dataclass(frozen=True)
 class JointState:
@@ -58,14 +64,11 @@ class JointGroup(Device):
         self.info = info
         self._lower = np.asarray(info.lower, dtype=np.float64)
         self._upper = np.asarray(info.upper, dtype=np.float64)
-        self._last_stamp = -np.inf
 
     def read(self, now: float) -> JointState:
         """The latest measurement at or before ``now`` (INACTIVE, ACTIVE or STOPPED)."""
         self._require({Lifecycle.INACTIVE, Lifecycle.ACTIVE, Lifecycle.STOPPED}, "read")
-        state = self._guarded(self._on_read, "read", now)
-        self._last_stamp = max(self._last_stamp, state.stamp)
-        return state
+        return self._guarded(self._on_read, "read", now)
 
     def clamp(self, targets: np.ndarray) -> np.ndarray:
         """Check ``targets`` (n finite numbers, rad) and clamp them to the joint limits."""
@@ -87,15 +90,23 @@ class JointGroup(Device):
     def hold(self, now: float) -> np.ndarray:
         """Command the current measured position and keep it (ACTIVE only); returns the target."""
         self._require({Lifecycle.ACTIVE}, "hold")
-        return self.command(self.read(now).position, now)
+        return self._guarded(self._hold, "hold", now)
+
+    def _hold(self, now: float) -> np.ndarray:
+        position = np.asarray(self._on_read(now).position, dtype=np.float64)
+        if position.shape != (self.info.size,) or not np.isfinite(position).all():
+            raise ValueError(f"measured position is not {self.info.size} finite numbers: {position}")
+        self._on_command(position, now)
+        return position
 
     def stop(self, now: float) -> None:
-        """Hold the current position and refuse commands until reconnected. Idempotent."""
+        """Hold the current position and refuse commands until reconnected. Idempotent.
+        From INACTIVE (no commands accepted, the device holds by itself) it only latches."""
         if self.state is Lifecycle.STOPPED:
             return
         self._require({Lifecycle.INACTIVE, Lifecycle.ACTIVE}, "stop")
-        position = self.read(now).position
-        self._guarded(self._on_command, "stop", self.clamp(position), now)
+        if self.state is Lifecycle.ACTIVE:
+            self._guarded(self._hold, "stop", now)
         self._guarded(self._on_stop, "stop", now)
         self.state = Lifecycle.STOPPED
 

@@ -135,6 +135,7 @@ class TwinConfig:
     hand_stiffness: float = field(metadata={"positive": True})  # N*m/rad (contract: 30)
     hand_damping: float = field(metadata={"positive": True})  # N*m*s/rad (contract: 1)
     hand_effort_limit: float = field(metadata={"positive": True})  # N*m (contract: 5)
+    hand_armature: float = field(metadata={"positive": True})  # kg*m^2, reflected motor inertia per hand joint
     object: TwinObjectConfig
     tracker: TrackerModelConfig
     cameras: dict[str, CameraConfig]

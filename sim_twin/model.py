@@ -32,6 +32,10 @@ SIDES = ("thrower", "catcher")
 # contype/conaffinity bits: robot, object, environment.
 _ROBOT, _OBJECT, _ENV = 1, 2, 4
 
+# Joint limits are soft constraints in MuJoCo; their time constant, in physics steps, is the
+# stiffest that stays stable (MuJoCo needs at least 2); the default 0.02 s let arm joints pass
+# their limits by 0.06 rad under full effort.
+LIMIT_TIMECONST_STEPS = 2.0
 FINGER_RADIUS = 0.0098  # m, Allegro finger half-width
 TIP_RADIUS = 0.012  # m
 
@@ -148,9 +152,11 @@ def _build_side(spec: mujoco.MjSpec, cfg: CellConfig, side: str, side_cfg: SideC
             continue
         name = f"{side}/{link.joint}"
         lo, hi = limits[name]
+        is_arm = link.joint in arm_index
         body.add_joint(name=name, type=mujoco.mjtJoint.mjJNT_HINGE, axis=list(link.axis), range=[lo, hi],
-                       limited=mujoco.mjtLimited.mjLIMITED_TRUE)
-        if link.joint in arm_index:
+                       limited=mujoco.mjtLimited.mjLIMITED_TRUE, armature=0.0 if is_arm else tw.hand_armature,
+                       solref_limit=[LIMIT_TIMECONST_STEPS * tw.timestep_s, 1.0])
+        if is_arm:
             i = arm_index[link.joint]
             kp, kv, effort = tw.arm_stiffness[i], tw.arm_damping[i], tw.arm_effort_limit[i]
         else:

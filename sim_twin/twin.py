@@ -104,7 +104,7 @@ class Twin:
 
     def _physics_step(self) -> None:
         mujoco.mj_step(self.model, self.data)
-        self.camera.observe(self.data.time, self.data.xpos[self.object_body])
+        self.camera.observe(self.data.time, self.object_position())
 
     # -- episodes ---------------------------------------------------------------------------------
 
@@ -122,7 +122,7 @@ class Twin:
         d.ctrl[self.actuator_ids] = qpos[:44]
         mujoco.mj_forward(self.model, d)
         self.camera.reset(d.time)
-        self.camera.observe(d.time, d.xpos[self.object_body])
+        self.camera.observe(d.time, self.object_position())
         self.episode += 1
 
     def _apply_params(self, p: EpisodeParams) -> None:
@@ -144,8 +144,9 @@ class Twin:
         return self.data.qpos[self.qpos_adr].copy()
 
     def object_position(self) -> np.ndarray:
-        """True object position (m, world)."""
-        return self.data.xpos[self.object_body].copy()
+        """True object position (m, world). From qpos: after ``mj_step`` the kinematics (``xpos``)
+        still describe the state before the step's integration."""
+        return self.data.qpos[self.object_qpos:self.object_qpos + 3].copy()
 
     def object_velocity(self) -> np.ndarray:
         """True object linear velocity (m/s, world)."""

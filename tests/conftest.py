@@ -1,7 +1,10 @@
 """Shared fixtures: policy bundles exported from randomly initialised networks with the original
 Dynamic Handover module trees (the real export path, not hand-made ONNX files)."""
 
+import os
 from pathlib import Path
+
+os.environ.setdefault("MUJOCO_GL", "egl")  # before anything imports mujoco (see handover.sim_twin)
 
 import numpy as np
 import pytest

@@ -1,0 +1,119 @@
+"""``handover twin ...``: export the model, render an episode, benchmark the twin."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+from handover.runtime.cell_config import DEFAULT_CONFIG_PATH, load_cell_config
+
+
+def add_parser(sub) -> None:
+    twin = sub.add_parser("twin", help="the MuJoCo twin: export the model, render, benchmark")
+    tsub = twin.add_subparsers(dest="twin_command", metavar="TOOL", required=True)
+
+    p = tsub.add_parser("export-mjcf", help="write the compiled cell model as MJCF (open it in MuJoCo's viewer)")
+    p.add_argument("output", type=Path, help="OUT.xml")
+    p.add_argument("--config", type=Path, default=DEFAULT_CONFIG_PATH)
+    p.set_defaults(func=export_mjcf)
+
+    p = tsub.add_parser("render", help="PNG frames of an episode from the d435 and overview cameras (offscreen)")
+    p.add_argument("--out", type=Path, default=Path("twin_frames"), help="output folder (default: %(default)s)")
+    p.add_argument("--steps", type=int, default=30, help="control steps (default: one 30-step episode)")
+    p.add_argument("--bundle", type=Path, default=None, help="drive the twin with this policy bundle (default: hold the reset pose)")
+    p.add_argument("--width", type=int, default=640)
+    p.add_argument("--height", type=int, default=480)
+    p.add_argument("--config", type=Path, default=DEFAULT_CONFIG_PATH)
+    p.set_defaults(func=render)
+
+    p = tsub.add_parser("benchmark", help="real-time factor of the full cell and cost of a 30-step episode")
+    p.add_argument("--seconds", type=float, default=20.0, help="simulated seconds to time (default: %(default)s)")
+    p.add_argument("--config", type=Path, default=DEFAULT_CONFIG_PATH)
+    p.set_defaults(func=benchmark)
+
+
+def export_mjcf(args: argparse.Namespace) -> int:
+    from handover.sim_twin.model import export_mjcf as write
+
+    path = write(load_cell_config(args.config), args.output)
+    print(f"wrote {path} (load it with mujoco.MjModel.from_xml_path or `python -m mujoco.viewer --mjcf {path}`)")
+    return 0
+
+
+def _controller(cfg, twin, bundle):
+    if bundle is None:
+        from handover.sim_twin.episode import HoldPose
+
+        return HoldPose(twin.data.ctrl[twin.actuator_ids].copy())
+    from handover.runtime.contract import ContractSpec
+    from handover.runtime.policy_controller import PolicyController
+    from handover.runtime.policy_networks import PolicyNetworks
+
+    return PolicyController(ContractSpec.from_config(cfg), PolicyNetworks.load(bundle), cfg.goal, cfg.object.start_position)
+
+
+def render(args: argparse.Namespace) -> int:
+    from handover.sim_twin import render as r
+
+    reason = r.gl_available()
+    if reason:
+        print(f"handover twin render: {reason}\n  install Debian's libegl1 libgl1-mesa-dri (EGL) or set MUJOCO_GL=osmesa "
+              "with libosmesa6", file=sys.stderr)
+        return 2
+    from handover.sim_twin.devices import TwinDevices
+    from handover.sim_twin.episode import run_episode
+    from handover.sim_twin.twin import Twin
+
+    cfg = load_cell_config(args.config)
+    twin = Twin(cfg)
+    devices = TwinDevices.create(twin)
+    devices.bring_up()
+    writer = r.FrameWriter(twin.model, args.out, args.width, args.height)
+    writer.write(twin.data, 0)
+
+    def on_step(rec) -> None:
+        writer.write(twin.data, rec.step + 1)
+        print(f"\rrendered step {rec.step + 1}/{args.steps}", end="", file=sys.stderr, flush=True)
+
+    run_episode(devices, _controller(cfg, twin, args.bundle), args.steps, on_step)
+    sheet = writer.contact_sheet()
+    writer.close()
+    print(f"\nwrote {2 * (args.steps + 1)} frames to {args.out}/ (d435_NNN.png, overview_NNN.png); overview: {sheet}")
+    return 0
+
+
+def benchmark(args: argparse.Namespace) -> int:
+    from handover.sim_twin.devices import TwinDevices
+    from handover.sim_twin.episode import HoldPose, run_episode
+    from handover.sim_twin.twin import Twin
+
+    cfg = load_cell_config(args.config)
+    twin = Twin(cfg)
+    steps = int(round(args.seconds * cfg.control_rate_hz))
+    twin.step(6)  # settle the object in the hand
+    t0 = time.perf_counter()
+    twin.step(steps)
+    wall = time.perf_counter() - t0
+    rtf = args.seconds / wall
+    devices = TwinDevices.create(twin)
+    devices.bring_up()
+    hold = HoldPose(twin.data.ctrl[twin.actuator_ids].copy())
+    costs = []
+    for _ in range(20):
+        t0 = time.perf_counter()
+        twin.reset()
+        run_episode(devices, hold, cfg.episode_steps)
+        costs.append(time.perf_counter() - t0)
+    costs_ms = np.array(costs) * 1e3
+    in_hand = np.linalg.norm(twin.object_position() - np.array(cfg.object.start_position)) < 0.05
+    print(f"full cell ({twin.model.nv} DoF, object {'in hand' if in_hand else 'NOT in hand'}), "
+          f"{twin.substeps} physics steps of {twin.model.opt.timestep * 1e3:.3f} ms per control step, one core:")
+    print(f"  real-time factor: {rtf:.1f}x  ({args.seconds:g} s simulated in {wall:.3f} s wall; target >= 20x: "
+          f"{'met' if rtf >= 20 else 'NOT met'})")
+    print(f"  one {cfg.episode_steps}-step episode ({cfg.episode_steps / cfg.control_rate_hz:.2f} s simulated) incl. reset "
+          f"and device I/O: median {np.median(costs_ms):.1f} ms, max {costs_ms.max():.1f} ms over {len(costs)} episodes")
+    return 0

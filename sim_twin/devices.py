@@ -1,39 +1,55 @@
-"""The twin behind the device interfaces: four joint groups and an object tracker, one simulation.
+"""A simulated cell behind the device interfaces: four joint groups and an object tracker, one
+simulation (the MuJoCo twin, or the IsaacGym twin: any :class:`SimBackend`).
 
-The caller's clock is the simulation time (``twin.time``). A read returns the simulation state at
-``twin.time`` (stamped with it); a command sets the PD targets of the group's actuators, which act
-from the next physics step on. Positions, velocities and efforts (actuator forces) are all
-measured, so all are provided. The tracker returns the newest camera frame that has arrived
-(capture stamp + latency <= now) from :class:`~handover.sim_twin.camera_model.CameraModel`.
+The caller's clock is the simulation time (``sim.time``). A read returns the simulation state at
+``sim.time`` (stamped with it); a command sets the PD targets of the group's joints, which act
+from the next physics step on. Positions and velocities are measured, efforts when the backend
+says so. The tracker returns the newest camera frame that has arrived (capture stamp + latency <=
+now) from the backend's :class:`~handover.sim_twin.camera_model.CameraModel`.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Optional
+from typing import Optional, Protocol
 
 import numpy as np
 
 from handover.drivers.joint_group import JointGroup, JointGroupInfo, JointState
 from handover.drivers.object_tracker import ObjectObservation, ObjectTracker
-from handover.sim_twin.twin import Twin
+from handover.runtime.cell_config import CellConfig
+from handover.sim_twin.camera_model import CameraModel
 
 GROUPS = (("thrower", "arm"), ("thrower", "hand"), ("catcher", "arm"), ("catcher", "hand"))
 
 
+class SimBackend(Protocol):
+    """What the simulated devices need of a twin. Joint indices are contract indices (0..43)."""
+
+    name: str  # "twin", "isaacgym": prefix of the device names
+    cfg: CellConfig
+    camera: CameraModel
+    provides_effort: bool
+
+    @property
+    def time(self) -> float: ...
+
+    def read_joints(self, index: np.ndarray) -> tuple[np.ndarray, np.ndarray, Optional[np.ndarray]]:
+        """Positions (rad), velocities (rad/s), efforts (N*m, or None) of those joints."""
+        ...
+
+    def set_targets(self, index: np.ndarray, targets: np.ndarray) -> None:
+        """PD position targets (rad) of those joints."""
+        ...
+
+
 class TwinJointGroup(JointGroup):
-    def __init__(self, twin: Twin, side: str, group: str):
+    def __init__(self, twin: SimBackend, side: str, group: str):
         group_cfg = getattr(getattr(twin.cfg, side), group)
-        info = JointGroupInfo(
-            names=group_cfg.joints, lower=group_cfg.lower, upper=group_cfg.upper,
-            provides_velocity=True, provides_effort=True,
-        )
-        super().__init__(info, name=f"twin/{side}/{group}")
+        info = JointGroupInfo.from_config(group_cfg, provides_velocity=True, provides_effort=twin.provides_effort)
+        super().__init__(info, name=f"{twin.name}/{side}/{group}")
         self.twin = twin
-        index = [twin.joint_names.index(n) for n in group_cfg.joints]
-        self._qpos = twin.qpos_adr[index]
-        self._dof = twin.dof_adr[index]
-        self._act = twin.actuator_ids[index]
+        self._index = np.array([twin.cfg.joint_names.index(n) for n in group_cfg.joints])  # by name
         self.fail_next: Optional[Exception] = None  # tests: the next read or command raises this
 
     def _check_failure(self) -> None:
@@ -43,22 +59,17 @@ class TwinJointGroup(JointGroup):
 
     def _on_read(self, now: float) -> JointState:
         self._check_failure()
-        d = self.twin.data
-        return JointState(
-            stamp=float(d.time),
-            position=d.qpos[self._qpos].copy(),
-            velocity=d.qvel[self._dof].copy(),
-            effort=d.actuator_force[self._act].copy(),
-        )
+        position, velocity, effort = self.twin.read_joints(self._index)
+        return JointState(stamp=self.twin.time, position=position, velocity=velocity, effort=effort)
 
     def _on_command(self, targets: np.ndarray, now: float) -> None:
         self._check_failure()
-        self.twin.data.ctrl[self._act] = targets
+        self.twin.set_targets(self._index, targets)
 
 
 class TwinObjectTracker(ObjectTracker):
-    def __init__(self, twin: Twin):
-        super().__init__(name="twin/object_tracker")
+    def __init__(self, twin: SimBackend):
+        super().__init__(name=f"{twin.name}/object_tracker")
         self.twin = twin
         self.fail_next: Optional[Exception] = None
 
@@ -71,14 +82,14 @@ class TwinObjectTracker(ObjectTracker):
 
 @dataclass
 class TwinDevices:
-    """Every device of the cell, backed by one twin. ``joint_groups`` keys: ``(side, group)``."""
+    """Every device of the cell, backed by one simulation. ``joint_groups`` keys: ``(side, group)``."""
 
-    twin: Twin
+    twin: SimBackend
     joint_groups: dict[tuple[str, str], TwinJointGroup]
     tracker: TwinObjectTracker
 
     @staticmethod
-    def create(twin: Twin) -> "TwinDevices":
+    def create(twin: SimBackend) -> "TwinDevices":
         return TwinDevices(twin, {sg: TwinJointGroup(twin, *sg) for sg in GROUPS}, TwinObjectTracker(twin))
 
     def all(self):

@@ -13,6 +13,7 @@ from typing import Callable, Optional, Protocol
 import numpy as np
 
 from handover.drivers.object_tracker import ObjectObservation
+from handover.sim_twin.clock import FastClock
 from handover.sim_twin.devices import GROUPS, TwinDevices
 
 
@@ -69,10 +70,14 @@ def run_episode(
     controller: Controller,
     steps: int,
     on_step: Optional[Callable[[StepRecord], None]] = None,
+    clock=None,
 ) -> list[StepRecord]:
-    """Run ``steps`` control steps from the twin's current (reset) state. Devices must be ACTIVE."""
+    """Run ``steps`` control steps from the twin's current (reset) state. Devices must be ACTIVE.
+    ``clock``: :class:`~handover.sim_twin.clock.FastClock` (default) or ``RealTimeClock``."""
     twin = devices.twin
+    clock = clock or FastClock()
     send_targets(devices, controller.reset(), twin.time)
+    clock.start(twin.time)
     records = []
     for k in range(steps):
         now = twin.time
@@ -80,6 +85,7 @@ def run_episode(
         obs = devices.tracker.read(now)
         sent = send_targets(devices, controller.targets(now, q, obs), now)
         twin.step()
+        clock.wait_until(twin.time)
         rec = StepRecord(k, twin.time, q, sent, obs, twin.object_position())
         records.append(rec)
         if on_step is not None:

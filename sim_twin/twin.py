@@ -50,6 +50,9 @@ class EpisodeParams:
 
 
 class Twin:
+    name = "twin"  # device names: twin/thrower/arm, ...
+    provides_effort = True  # actuator forces
+
     def __init__(self, cfg: CellConfig, seed: int = 0):
         self.cfg = cfg
         self.model = build_model(cfg)
@@ -138,6 +141,15 @@ class Twin:
         m.actuator_biasprm[self.hand_actuators, 2] = nom["bias"][:, 2] * p.hand_damping_scale
 
     # -- state ------------------------------------------------------------------------------------
+
+    def read_joints(self, index: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Positions (rad), velocities (rad/s) and actuator forces (N*m) of joints ``index`` (contract order)."""
+        d = self.data
+        return d.qpos[self.qpos_adr[index]].copy(), d.qvel[self.dof_adr[index]].copy(), d.actuator_force[self.actuator_ids[index]].copy()
+
+    def set_targets(self, index: np.ndarray, targets: np.ndarray) -> None:
+        """PD position targets (rad) of joints ``index``; they act from the next physics step."""
+        self.data.ctrl[self.actuator_ids[index]] = targets
 
     def joint_positions(self) -> np.ndarray:
         """All 44 joint positions (rad), contract order."""

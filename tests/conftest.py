@@ -6,6 +6,11 @@ from pathlib import Path
 
 os.environ.setdefault("MUJOCO_GL", "egl")  # before anything imports mujoco (see handover.sim_twin)
 
+try:  # IsaacGym refuses to load once torch is imported: load it first where it is installed
+    import isaacgym  # noqa: F401
+except ImportError:
+    pass
+
 import numpy as np
 import pytest
 

@@ -55,3 +55,37 @@ def test_a_policy_bundle_drives_the_twin_through_the_devices(bundle_dir):
     # observations reached the policy: the history holds tracker positions (relative to the thrower base)
     hist = controller.step_fn.state.history.entries
     assert np.abs(hist[-1] - (records[-1].observation.position - CFG.thrower.base_position)).max() < 1e-6
+
+
+def test_real_time_clock_paces_an_episode_and_fast_clock_does_not():
+    import time
+
+    from handover.sim_twin.clock import FastClock, RealTimeClock
+    from handover.sim_twin.episode import HoldPose
+
+    twin = Twin(CFG)
+    devices = TwinDevices.create(twin)
+    devices.bring_up()
+    hold = HoldPose(twin.data.ctrl[twin.actuator_ids].copy())
+    clock = RealTimeClock()
+    t0 = time.monotonic()
+    run_episode(devices, hold, 30, clock=clock)
+    paced = time.monotonic() - t0
+    assert paced >= 0.5 - 1e-3  # 30 steps of 1/60 s never finish before their deadlines
+    assert clock.overruns <= 3  # a loaded CI machine may be late a few times; it is counted, not hidden
+    twin.reset()
+    t0 = time.monotonic()
+    run_episode(devices, hold, 30, clock=FastClock())
+    assert time.monotonic() - t0 < paced  # the fast clock does not wait
+
+
+def test_real_time_clock_counts_overruns():
+    from handover.sim_twin.clock import RealTimeClock
+
+    clock = RealTimeClock(tolerance_s=0.001)
+    clock.start(0.0)
+    import time
+
+    time.sleep(0.03)
+    clock.wait_until(0.01)  # 20 ms late
+    assert clock.overruns == 1 and clock.worst_lateness_s >= 0.019

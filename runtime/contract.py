@@ -43,14 +43,13 @@ PROPERTY_HISTORY_LEN = 20  # k: steps of (object position, 44 joint positions) f
 PROPERTY_STEP_SIZE = 3 + DOFS  # 47 numbers per step
 
 
+# The contract's other helper, scale(a, lo, hi) = (a + 1) / 2 * (hi - lo) + lo, is computed in
+# handover.runtime.action (with its half range precomputed).
+
+
 def unscale(x: np.ndarray, lo: np.ndarray, hi: np.ndarray) -> np.ndarray:
     """Map [lo, hi] to [-1, 1]: ``(2x - hi - lo) / (hi - lo)`` (float32 in, float32 out)."""
     return (2.0 * x - hi - lo) / (hi - lo)
-
-
-def scale(a: np.ndarray, lo: np.ndarray, hi: np.ndarray) -> np.ndarray:
-    """Map [-1, 1] to [lo, hi]: ``(a + 1) / 2 * (hi - lo) + lo``."""
-    return (a + 1.0) / 2.0 * (hi - lo) + lo
 
 
 @dataclass(frozen=True)

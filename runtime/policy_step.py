@@ -13,7 +13,7 @@ from typing import Optional
 
 import numpy as np
 
-from handover.runtime.contract import DOFS, PROPERTY_HISTORY_LEN, ContractSpec
+from handover.runtime.contract import DOFS, PROPERTY_HISTORY_LEN, PROPERTY_STEP_SIZE, ContractSpec
 from handover.runtime.contract_state import ContractState
 from handover.runtime.errors import InputError
 from handover.runtime.policy_networks import PolicyNetworks
@@ -56,9 +56,10 @@ class PolicyStep:
         self._with_efforts = False
         size = networks.actors.property_input_size
         if size is not None:
-            if size not in (PROPERTY_HISTORY_LEN * (3 + DOFS), PROPERTY_HISTORY_LEN * (3 + 2 * DOFS)):
-                raise InputError(f"property_estimator: input size {size} is neither 20*47 nor 20*91")
-            self._with_efforts = size == PROPERTY_HISTORY_LEN * (3 + 2 * DOFS)
+            with_positions, with_efforts = (PROPERTY_HISTORY_LEN * n for n in (PROPERTY_STEP_SIZE, PROPERTY_STEP_SIZE + DOFS))
+            if size not in (with_positions, with_efforts):
+                raise InputError(f"property_estimator: input size {size} is neither {with_positions} nor {with_efforts}")
+            self._with_efforts = size == with_efforts
             self.window = PropertyWindow(size // PROPERTY_HISTORY_LEN)
         self.reset()
 

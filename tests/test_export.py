@@ -62,7 +62,8 @@ ORIGINAL_GRU_KEYS = {
 
 
 class OriginalTrajEstimator(torch.nn.Module):
-    """Verbatim module of the original code base (its forward returns ``(outputs, features)``)."""
+    """The goal estimator's module tree as the contract describes it (parameter names ``linear1..3``,
+    ``output_layer``; ELU between); like the training code, its forward also returns the features."""
 
     def __init__(self, input_dim: int, output_dim: int):
         super().__init__()
@@ -70,12 +71,12 @@ class OriginalTrajEstimator(torch.nn.Module):
         self.linear2 = torch.nn.Linear(512, 256)
         self.linear3 = torch.nn.Linear(256, 128)
         self.output_layer = torch.nn.Linear(128, output_dim)
-        self.activate_func = torch.nn.ELU()
+        self.elu = torch.nn.ELU()
 
     def forward(self, inputs):
-        x = self.activate_func(self.linear1(inputs))
-        x = self.activate_func(self.linear2(x))
-        x = self.activate_func(self.linear3(x))
+        x = self.elu(self.linear1(inputs))
+        x = self.elu(self.linear2(x))
+        x = self.elu(self.linear3(x))
         return self.output_layer(x), x
 
 

@@ -52,6 +52,12 @@ class Device:
         self.name = name
         self.state = Lifecycle.UNCONFIGURED
         self.fault_reason: Optional[str] = None
+        self._injected: Optional[BaseException] = None
+
+    def fail_next(self, exc: Optional[BaseException] = None) -> None:
+        """Make the next backend call (a read or a write) raise ``exc`` (default: an ``OSError``),
+        once: for tests of the FAULT path, as a lost cable would on hardware."""
+        self._injected = exc if exc is not None else OSError(f"{self.name}: injected I/O failure")
 
     # -- lifecycle --------------------------------------------------------------------------------
 
@@ -102,6 +108,9 @@ class Device:
     def _guarded(self, fn, action: str, *args):
         """Run a backend hook; any exception puts the device in FAULT and is re-raised as DeviceFault."""
         try:
+            injected, self._injected = self._injected, None
+            if injected is not None:
+                raise injected
             return fn(*args)
         except DeviceError:
             raise

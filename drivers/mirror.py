@@ -9,8 +9,7 @@ either) but is treated as happening at that latest time, so stamps never decreas
 stamp can then be later than the ``now`` passed in. With a non-decreasing ``now`` (the normal
 case) every stamp is ``<= now``.
 
-Fault injection: :meth:`fail_next` makes the next read or command of a mirror raise, which the
-device base class turns into the FAULT state (as a lost cable would on hardware).
+Fault injection: :meth:`~handover.drivers.device.Device.fail_next`, like every device.
 """
 
 from __future__ import annotations
@@ -33,22 +32,14 @@ def _frozen(values: np.ndarray) -> np.ndarray:
 
 
 class _MirrorMixin:
-    """What both mirrors share: the never-decreasing device clock and one-shot fault injection."""
+    """What both mirrors share: the never-decreasing device clock."""
 
     name: str
     _latest_now: float = -np.inf
-    _pending_fault: Optional[BaseException] = None
-
-    def fail_next(self, exc: Optional[BaseException] = None) -> None:
-        """Make the next read or command raise ``exc`` (default: an ``OSError``), once."""
-        self._pending_fault = exc if exc is not None else OSError(f"{self.name}: injected I/O failure")
 
     def _io(self, now: float) -> float:
-        """Start one read or command at ``now`` (s): raise a pending injected fault, then return
-        the device time, ``max`` of every ``now`` seen so far."""
-        exc, self._pending_fault = self._pending_fault, None
-        if exc is not None:
-            raise exc
+        """Start one read or command at ``now`` (s): return the device time, ``max`` of every
+        ``now`` seen so far."""
         now = float(now)
         if not np.isfinite(now):
             raise ValueError(f"{self.name}: time is not finite: {now}")

@@ -69,14 +69,24 @@ def make_random_checkpoints(folder: Path, seed: int = 0, layer_n: int = 2) -> di
     for name in ("actor_agent0", "actor_agent1"):
         paths[name] = folder / f"{name}.pt"
         torch.save(make_actor(layer_N=layer_n).state_dict(), paths[name])
-    goal_sd = {}
-    for layer, (n_out, n_in) in {"linear1": (512, 60), "linear2": (256, 512), "linear3": (128, 256), "output_layer": (3, 128)}.items():
-        goal_sd[f"{layer}.weight"] = torch.randn(n_out, n_in) / np.sqrt(n_in)
-        goal_sd[f"{layer}.bias"] = torch.randn(n_out) * 0.01
+    goal_sd = random_estimator_state_dict(60, 3)
     goal_estimator_from_state_dict(goal_sd, "generated")  # checks the tree
     paths["model"] = folder / "model.pt"
     torch.save(goal_sd, paths["model"])
     return paths
+
+
+def random_estimator_state_dict(n_in: int, n_out: int, bias_std: float = 0.01) -> dict:
+    """Random weights for the estimators' tree (``linear1..3`` 512-256-128, ``output_layer``),
+    scaled so activations stay O(1); uses torch's global seed."""
+    import torch
+
+    sizes = {"linear1": (512, n_in), "linear2": (256, 512), "linear3": (128, 256), "output_layer": (n_out, 128)}
+    sd = {}
+    for layer, (rows, cols) in sizes.items():
+        sd[f"{layer}.weight"] = torch.randn(rows, cols) / np.sqrt(cols)
+        sd[f"{layer}.bias"] = torch.randn(rows) * bias_std
+    return sd
 
 
 def torch_networks(paths: dict[str, Path]) -> PolicyNetworks:
@@ -86,8 +96,7 @@ def torch_networks(paths: dict[str, Path]) -> PolicyNetworks:
 
     load = lambda p: torch.load(p, map_location="cpu", weights_only=True)  # noqa: E731
     actors = [actor_from_state_dict(load(paths[n]), str(paths[n]))[0] for n in ("actor_agent0", "actor_agent1")]
-    goal = goal_estimator_from_state_dict(load(paths["model"]), str(paths["model"]))
-    goal = goal[0] if isinstance(goal, tuple) else goal
+    goal, _ = goal_estimator_from_state_dict(load(paths["model"]), str(paths["model"]))
     return PolicyNetworks(TorchNetwork(goal, 60), SeparateActors(TorchNetwork(actors[0], 450), TorchNetwork(actors[1], 450)))
 
 

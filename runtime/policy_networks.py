@@ -96,6 +96,15 @@ class FusedActors:
         self.runner.warmup(n)
 
 
+def load_goal_estimator(folder: str | Path, manifest: Optional[Manifest] = None, warmup: int = 50) -> NetworkRunner:
+    """Only the goal estimator of the bundle in ``folder``, warmed up ``warmup`` times."""
+    folder = Path(folder)
+    net = (manifest or load_manifest(folder)).networks["goal_estimator"]
+    runner = NetworkRunner(folder / net.file, net)
+    runner.warmup(warmup)
+    return runner
+
+
 @dataclass
 class PolicyNetworks:
     goal_estimator: Network
@@ -108,15 +117,9 @@ class PolicyNetworks:
         """Load the bundle in ``folder`` for onnxruntime and warm every session up ``warmup`` times."""
         folder = Path(folder)
         manifest = load_manifest(folder)
-        goal = manifest.networks["goal_estimator"]
-        nets = PolicyNetworks(
-            goal_estimator=NetworkRunner(folder / goal.file, goal),
-            actors=FusedActors(folder, manifest),
-            manifest=manifest,
-            folder=folder,
-        )
-        nets.warmup(warmup)
-        return nets
+        actors = FusedActors(folder, manifest)
+        actors.warmup(warmup)
+        return PolicyNetworks(load_goal_estimator(folder, manifest, warmup), actors, manifest, folder)
 
     def reset(self) -> None:
         """Clear recurrent state (episode start)."""

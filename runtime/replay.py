@@ -130,9 +130,9 @@ def run(args) -> int:
         bundle = args.bundle or cfg.models.bundle
         if bundle is None:
             raise InputError(f"{args.input}: no 'predicted_goal' array; pass --bundle DIR to compute it")
-        from handover.runtime.policy_networks import PolicyNetworks
+        from handover.runtime.policy_networks import load_goal_estimator
 
-        goal_estimator = PolicyNetworks.load(bundle).goal_estimator
+        goal_estimator = load_goal_estimator(bundle)
     out = replay(ContractSpec.from_config(cfg), arrays, goal_estimator)
     args.output.parent.mkdir(parents=True, exist_ok=True)
     np.savez(args.output, **out)

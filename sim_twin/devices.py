@@ -50,20 +50,12 @@ class TwinJointGroup(JointGroup):
         super().__init__(info, name=f"{twin.name}/{side}/{group}")
         self.twin = twin
         self._index = np.array([twin.cfg.joint_names.index(n) for n in group_cfg.joints])  # by name
-        self.fail_next: Optional[Exception] = None  # tests: the next read or command raises this
-
-    def _check_failure(self) -> None:
-        if self.fail_next is not None:
-            exc, self.fail_next = self.fail_next, None
-            raise exc
 
     def _on_read(self, now: float) -> JointState:
-        self._check_failure()
         position, velocity, effort = self.twin.read_joints(self._index)
         return JointState(stamp=self.twin.time, position=position, velocity=velocity, effort=effort)
 
     def _on_command(self, targets: np.ndarray, now: float) -> None:
-        self._check_failure()
         self.twin.set_targets(self._index, targets)
 
 
@@ -71,12 +63,8 @@ class TwinObjectTracker(ObjectTracker):
     def __init__(self, twin: SimBackend):
         super().__init__(name=f"{twin.name}/object_tracker")
         self.twin = twin
-        self.fail_next: Optional[Exception] = None
 
     def _on_read(self, now: float) -> Optional[ObjectObservation]:
-        if self.fail_next is not None:
-            exc, self.fail_next = self.fail_next, None
-            raise exc
         return self.twin.camera.latest(now)
 
 

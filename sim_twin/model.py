@@ -207,9 +207,9 @@ def build_spec(cfg: CellConfig) -> mujoco.MjSpec:
     for name, cam in cfg.twin.cameras.items():
         spec.worldbody.add_camera(name=name, pos=list(cam.position), fovy=cam.fovy_deg, quat=look_at_quat(cam))
     home = spec.add_key(name="home")
-    home.qpos = list(home_qpos(cfg))
-    home.ctrl = list(np.clip(np.asarray(cfg.thrower.default + cfg.catcher.default),
-                             np.asarray(cfg.thrower.lower + cfg.catcher.lower), np.asarray(cfg.thrower.upper + cfg.catcher.upper)))
+    qpos = home_qpos(cfg)
+    home.qpos = list(qpos)
+    home.ctrl = list(qpos[:44])  # PD targets at the reset pose
     return spec
 
 

@@ -59,16 +59,15 @@ class Twin:
         self.data = mujoco.MjData(self.model)
         m = self.model
         self.substeps = int(round(cfg.control_period_s / m.opt.timestep))
-        self.joint_names = cfg.joint_names
-        self.qpos_adr = np.array([m.jnt_qposadr[m.joint(n).id] for n in self.joint_names])
-        self.dof_adr = np.array([m.jnt_dofadr[m.joint(n).id] for n in self.joint_names])
-        self.actuator_ids = np.array([m.actuator(n).id for n in self.joint_names])
+        self.qpos_adr = np.array([m.jnt_qposadr[m.joint(n).id] for n in cfg.joint_names])
+        self.dof_adr = np.array([m.jnt_dofadr[m.joint(n).id] for n in cfg.joint_names])
+        self.actuator_ids = np.array([m.actuator(n).id for n in cfg.joint_names])
         self.object_body = m.body("object").id
         self.object_geom = m.geom("object").id
         obj_joint = m.joint("object").id
         self.object_qpos = m.jnt_qposadr[obj_joint]
         self.object_dof = m.jnt_dofadr[obj_joint]
-        hand = np.array([i for i, n in enumerate(self.joint_names) if "/joint_" in n])
+        hand = np.array([i for i, n in enumerate(cfg.joint_names) if "/joint_" in n])
         self.hand_actuators = self.actuator_ids[hand]
         self._nominal = {
             "mass": float(m.body_mass[self.object_body]),

@@ -11,7 +11,6 @@ try:  # IsaacGym refuses to load once torch is imported: load it first where it 
 except ImportError:
     pass
 
-import numpy as np
 import pytest
 
 from handover.runtime.cell_config import load_cell_config
@@ -26,7 +25,7 @@ def spec() -> ContractSpec:
 @pytest.fixture(scope="session")
 def checkpoints(tmp_path_factory) -> dict[str, Path]:
     torch = pytest.importorskip("torch")
-    from handover.runtime.benchmark import make_random_checkpoints
+    from handover.runtime.benchmark import make_random_checkpoints, random_estimator_state_dict
     from handover.runtime.networks import make_actor
 
     folder = tmp_path_factory.mktemp("checkpoints")
@@ -34,12 +33,8 @@ def checkpoints(tmp_path_factory) -> dict[str, Path]:
     torch.manual_seed(4)
     paths["recurrent_actor"] = folder / "recurrent_actor.pt"
     torch.save(make_actor(layer_N=1, recurrent_N=1).state_dict(), paths["recurrent_actor"])
-    prop = {}
-    for layer, (n_out, n_in) in {"linear1": (512, 940), "linear2": (256, 512), "linear3": (128, 256), "output_layer": (1, 128)}.items():
-        prop[f"{layer}.weight"] = torch.randn(n_out, n_in) / np.sqrt(n_in)
-        prop[f"{layer}.bias"] = torch.randn(n_out) * 0.1
     paths["property"] = folder / "property.pt"
-    torch.save(prop, paths["property"])
+    torch.save(random_estimator_state_dict(940, 1, bias_std=0.1), paths["property"])
     return paths
 
 

@@ -610,7 +610,7 @@ def stand_in_group_harness(request, fake_twin) -> JointGroupHarness:
     device = isaacgym_devices(fake_twin).joint_groups[(side, group)]
     return JointGroupHarness(device=device, now=lambda: fake_twin.time, advance=fake_twin.advance,
                              settle_s=2.5 if group == "arm" else 1.0, tolerance=1e-3,  # 4.1 rad at 3.14 rad/s
-                             make_failing=lambda: setattr(device, "fail_next", OSError("simulated bus timeout")))
+                             make_failing=lambda: device.fail_next(OSError("simulated bus timeout")))
 
 
 class TestStandInJointGroups(JointGroupConformance):
@@ -625,7 +625,7 @@ class TestStandInTracker(ObjectTrackerConformance):
         device = isaacgym_devices(fake_twin).tracker
         return ObjectTrackerHarness(device=device, now=lambda: fake_twin.time, advance=fake_twin.advance,
                                     period_s=1.0 / 90.0, observe_s=0.2,
-                                    make_failing=lambda: setattr(device, "fail_next", OSError("simulated USB disconnect")))
+                                    make_failing=lambda: device.fail_next(OSError("simulated USB disconnect")))
 
 
 # =================================================================================================
@@ -658,7 +658,7 @@ def isaacgym_group_harness(request, gym_twin) -> JointGroupHarness:
     return JointGroupHarness(
         device=device, now=lambda: gym_twin.time, advance=gym_twin.advance,
         settle_s=2.5 if group == "arm" else 1.0, tolerance=0.02,
-        make_failing=lambda: setattr(device, "fail_next", OSError("simulated bus timeout")),
+        make_failing=lambda: device.fail_next(OSError("simulated bus timeout")),
     )
 
 
@@ -676,7 +676,7 @@ class TestIsaacGymTracker(ObjectTrackerConformance):
         device = isaacgym_devices(gym_twin).tracker
         return ObjectTrackerHarness(device=device, now=lambda: gym_twin.time, advance=gym_twin.advance,
                                     period_s=1.0 / 90.0, observe_s=0.2,
-                                    make_failing=lambda: setattr(device, "fail_next", OSError("simulated USB disconnect")))
+                                    make_failing=lambda: device.fail_next(OSError("simulated USB disconnect")))
 
 
 def test_isaacgym_reset_pose_object_and_clock(gym_twin):

@@ -36,8 +36,7 @@ class Clock:
 
 def info_of(group: JointGroupConfig) -> JointGroupInfo:
     """Names and limits of a cell joint group (the mirror sets the provides_* flags itself)."""
-    return JointGroupInfo(names=group.joints, lower=group.lower, upper=group.upper,
-                          provides_velocity=False, provides_effort=False)
+    return JointGroupInfo.from_config(group, provides_velocity=False, provides_effort=False)
 
 
 def mirror_of(group: JointGroupConfig, name: str, **kwargs) -> MirrorJointGroup:

@@ -50,7 +50,7 @@ def joint_group_harness(request):
         advance=twin.advance,
         settle_s=2.5 if group == "arm" else 1.0,
         tolerance=0.02,
-        make_failing=lambda: setattr(device, "fail_next", OSError("simulated bus timeout")),
+        make_failing=lambda: device.fail_next(OSError("simulated bus timeout")),
     )
 
 
@@ -68,7 +68,7 @@ def object_tracker_harness():
         advance=twin.advance,
         period_s=1.0 / 90.0,
         observe_s=0.2,
-        make_failing=lambda: setattr(device, "fail_next", OSError("simulated USB disconnect")),
+        make_failing=lambda: device.fail_next(OSError("simulated USB disconnect")),
     )
 
 

@@ -115,6 +115,9 @@ class Twin:
         self.params = params or EpisodeParams()
         self._apply_params(self.params)
         d = self.data
+        # Constants derived from masses and inertias are cached in the model (MuJoCo 4 uses them in
+        # the dynamics); without this, a changed object mass falls at the wrong acceleration.
+        mujoco.mj_setConst(self.model, d)
         mujoco.mj_resetData(self.model, d)
         qpos = home_qpos(self.cfg)
         if object_start is not None:

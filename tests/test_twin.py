@@ -284,6 +284,15 @@ def test_episode_params_change_the_object_and_hand_gains(twin):
         EpisodeParams(mass_factor=0.0)
 
 
+@pytest.mark.parametrize("mass_factor", [0.5, 1.5, 1.0])
+def test_a_changed_object_mass_still_falls_at_g(twin, mass_factor):
+    # Regression: MuJoCo caches mass-derived constants; a light object used to fall at g/2.
+    twin.reset(EpisodeParams(mass_factor=mass_factor))
+    twin.set_object_state(np.array([0.5, 0.5, 1.5]), np.zeros(3))
+    twin.step(6)  # 0.1 s of free fall
+    assert twin.object_velocity()[2] == pytest.approx(-9.81 * 6 * twin.cfg.control_period_s, rel=1e-3)
+
+
 def test_reset_pose_and_object_start(twin):
     twin.reset()
     twin.step(3)

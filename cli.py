@@ -19,6 +19,8 @@ COMMAND_MODULES = (
     "handover.runtime.benchmark",  # handover benchmark
     "handover.runtime.config_check",  # handover config
     "handover.sim_twin.commands",  # handover twin export-mjcf | render | benchmark
+    "handover.sim_twin.train_reference",  # handover train-reference
+    "handover.sim_twin.evaluate",  # handover eval
 )
 
 

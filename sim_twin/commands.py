@@ -24,7 +24,7 @@ def add_parser(sub) -> None:
     p = tsub.add_parser("render", help="PNG frames of an episode from the d435 and overview cameras (offscreen)")
     p.add_argument("--out", type=Path, default=Path("twin_frames"), help="output folder (default: %(default)s)")
     p.add_argument("--steps", type=int, default=30, help="control steps (default: one 30-step episode)")
-    p.add_argument("--bundle", type=Path, default=None, help="drive the twin with this policy bundle (default: hold the reset pose)")
+    p.add_argument("--bundle", type=Path, default=None, help="drive the twin with this policy bundle (default: the config's models.bundle; none: hold the reset pose)")
     p.add_argument("--width", type=int, default=640)
     p.add_argument("--height", type=int, default=480)
     p.add_argument("--config", type=Path, default=DEFAULT_CONFIG_PATH)
@@ -79,7 +79,7 @@ def render(args: argparse.Namespace) -> int:
         writer.write(twin.data, rec.step + 1)
         print(f"\rrendered step {rec.step + 1}/{args.steps}", end="", file=sys.stderr, flush=True)
 
-    run_episode(devices, _controller(cfg, twin, args.bundle), args.steps, on_step)
+    run_episode(devices, _controller(cfg, twin, args.bundle or cfg.models.bundle), args.steps, on_step)
     sheet = writer.contact_sheet()
     writer.close()
     print(f"\nwrote {2 * (args.steps + 1)} frames to {args.out}/ (d435_NNN.png, overview_NNN.png); overview: {sheet}")

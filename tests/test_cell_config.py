@@ -15,7 +15,11 @@ from handover.runtime.cell_config import (
 
 
 def default_raw() -> dict:
-    return yaml.safe_load(DEFAULT_CONFIG_PATH.read_text())
+    """The default config, with its bundle path made absolute so a copy elsewhere still finds it."""
+    raw = yaml.safe_load(DEFAULT_CONFIG_PATH.read_text())
+    if raw["models"]["bundle"] is not None:
+        raw["models"]["bundle"] = str(DEFAULT_CONFIG_PATH.parent / raw["models"]["bundle"])
+    return raw
 
 
 def write(tmp_path: Path, raw: dict) -> Path:

@@ -2,8 +2,10 @@
 
 import numpy as np
 import pytest
+import yaml
 
 from handover.cli import main
+from handover.runtime.cell_config import DEFAULT_CONFIG_PATH
 from handover.runtime.errors import InputError
 from handover.runtime.policy_networks import PolicyNetworks
 from handover.runtime.policy_step import PolicyStep
@@ -76,8 +78,21 @@ def test_cli_replay_without_goal_or_bundle_is_a_clear_error(spec, bundle_dir, tm
     arrays, _ = live_log(spec, bundle_dir, steps=2)
     arrays.pop("predicted_goal")
     np.savez(tmp_path / "in.npz", **arrays)
-    assert main(["contract", "replay", str(tmp_path / "in.npz"), str(tmp_path / "out.npz")]) == 2
+    raw = yaml.safe_load(DEFAULT_CONFIG_PATH.read_text())
+    raw["models"]["bundle"] = None  # a cell config without a bundle
+    (tmp_path / "cell.yaml").write_text(yaml.safe_dump(raw))
+    argv = ["contract", "replay", str(tmp_path / "in.npz"), str(tmp_path / "out.npz"), "--config", str(tmp_path / "cell.yaml")]
+    assert main(argv) == 2
     assert "no 'predicted_goal' array; pass --bundle" in capsys.readouterr().err
+
+
+def test_cli_replay_falls_back_to_the_configured_bundle(spec, bundle_dir, tmp_path):
+    arrays, _ = live_log(spec, bundle_dir, steps=2)
+    arrays.pop("predicted_goal")
+    np.savez(tmp_path / "in.npz", **arrays)
+    assert main(["contract", "replay", str(tmp_path / "in.npz"), str(tmp_path / "out.npz")]) == 0  # the reference bundle
+    with np.load(tmp_path / "out.npz") as out:
+        assert out["predicted_goal"].shape == (2, 3) and np.isfinite(out["predicted_goal"]).all()
 
 
 def good_log(steps=4):

@@ -55,3 +55,20 @@ def recurrent_bundle_dir(checkpoints, tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("rbundle") / "bundle"
     export_bundle(out, checkpoints["recurrent_actor"], checkpoints["actor_agent1"], checkpoints["model"])
     return out
+
+
+# -- ROS 2 over real DDS, on this machine only ---------------------------------------------------
+# A private domain per test session and localhost-only discovery, so CI runs in parallel never meet.
+os.environ.setdefault("ROS_DOMAIN_ID", str(100 + os.getpid() % 100))
+os.environ.setdefault("ROS_AUTOMATIC_DISCOVERY_RANGE", "LOCALHOST")
+os.environ.setdefault("RMW_IMPLEMENTATION", "rmw_fastrtps_cpp")
+
+
+@pytest.fixture
+def ros_context():
+    """An initialised rclpy context for one test (nodes and executors take ``context=``); shut down after."""
+    rclpy = pytest.importorskip("rclpy", reason="rclpy is not installed (pip install 'handover[ros]')")
+    context = rclpy.Context()
+    rclpy.init(context=context)
+    yield context
+    context.try_shutdown()

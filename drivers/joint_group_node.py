@@ -1,0 +1,273 @@
+"""The driver node of one joint group (an arm or a hand): topics in and out of a :class:`JointGroup`.
+
+One instance per group, node name ``{side}_{group}_driver`` (e.g. ``thrower_arm_driver``).
+
+- ``/handover/{side}/{group}/joint_states`` (``sensor_msgs/JointState``, out): a timer at
+  ``state_rate_hz`` (default: the cell's control rate) reads the device and publishes positions
+  (rad), velocities (rad/s) and efforts (N*m) where the device measures them, names as in the cell
+  config. Stamp: the node clock's time of the read (ROS time; sim time under ``use_sim_time``).
+- ``/handover/{side}/{group}/joint_commands`` (``sensor_msgs/JointState``, in): position targets
+  (rad), matched by name; the device clamps them to the joint limits. Ignored (and counted) while
+  the safety stop is latched. A command that does not fit (missing names, lengths, not finite)
+  changes nothing, is logged with the topic and the names, and puts the node in ``fault`` until a
+  good command comes.
+- The safety stop (:func:`~handover.runtime.estop.listen_for_stop`): a ``true`` on
+  ``/handover/estop`` makes the device hold its measured position at once, in the estop callback
+  itself. That callback has its own callback group (in a multi-threaded executor it never waits
+  behind a state read or a command for longer than one device call; in a single-threaded one,
+  behind at most one of this node's short callbacks). A lock makes "stopped?" and "command" one
+  step, so no command slips in after the hold. After the safety node's release the device keeps
+  holding (``holding``) until the next command (``running``).
+- ``/diagnostics``: this node's state (``running``, ``holding``, ``estopped``, ``fault``) at 1 Hz
+  (wall time, so it keeps coming while sim time stands still) and on every change.
+
+Time: the device's ``now`` is seconds on the node clock, unless ``device_clock`` is given (a
+callable returning the device's own time, s): the twin paced to real time without ``/clock`` runs
+on simulation time while every node runs on wall time. Published stamps are always the node clock.
+
+The node never closes the device: its owner does.
+"""
+
+from __future__ import annotations
+
+import math
+import threading
+import time
+from typing import Callable, Optional
+
+from diagnostic_msgs.msg import DiagnosticArray
+from rclpy.callback_groups import MutuallyExclusiveCallbackGroup
+from rclpy.clock import Clock, ClockType
+from rclpy.node import Node
+from sensor_msgs.msg import JointState as JointStateMsg
+
+from handover.drivers.device import DeviceError, Lifecycle
+from handover.drivers.joint_group import JointGroup
+from handover.runtime.cell_config import CellConfig
+from handover.runtime.estop import listen_for_stop
+from handover.runtime.ros_interface import (
+    GROUPS,
+    SIDES,
+    MessageError,
+    NodeState,
+    Topics,
+    diagnostics_msg,
+    joint_names,
+    joint_state_msg,
+    positions_by_name,
+    qos_command,
+    qos_events,
+    qos_sensor,
+)
+
+DIAGNOSTICS_PERIOD_S = 1.0  # wall time
+
+
+def checked_rate(value, where: str) -> float:
+    """``value`` as a rate in Hz, or a ``ValueError`` naming ``where`` it came from and the value."""
+    try:
+        rate = float(value)
+    except (TypeError, ValueError):
+        raise ValueError(f"{where}: expected a rate in Hz, got {value!r}") from None
+    if not (math.isfinite(rate) and rate > 0):
+        raise ValueError(f"{where}: a rate must be a finite number > 0 Hz, got {value!r}")
+    return rate
+
+
+def bring_up(device) -> None:
+    """Configure and activate ``device`` as far as needed; raises :class:`DeviceError` if it cannot
+    become ACTIVE (STOPPED or FAULT need ``close()`` and a reconnect by its owner first)."""
+    if device.state is Lifecycle.UNCONFIGURED:
+        device.configure()
+    if device.state is Lifecycle.INACTIVE:
+        device.activate()
+    if device.state is not Lifecycle.ACTIVE:
+        raise DeviceError(f"{device.name}: is {device.state.value}"
+                          + (f" ({device.fault_reason})" if device.fault_reason else "")
+                          + "; a driver node needs it active: close() and reconnect it")
+
+
+class JointGroupNode(Node):
+    """Wires one :class:`JointGroup` to its topics, the safety stop and ``/diagnostics``.
+
+    Public for tests and the bring-up: :attr:`state`, :attr:`detail`, :attr:`stopped`,
+    :attr:`commands_applied`, :attr:`commands_ignored` (arrived while stopped),
+    :attr:`commands_rejected` (did not fit), :attr:`stop_events` (one ``(time.monotonic(),
+    time.perf_counter())`` per stop, taken right after the device's hold returned).
+    """
+
+    def __init__(self, device: JointGroup, cfg: CellConfig, side: str, group: str, *, context=None,
+                 state_rate_hz: Optional[float] = None, parameter_overrides=None,
+                 device_clock: Optional[Callable[[], float]] = None):
+        if side not in SIDES:
+            raise ValueError(f"JointGroupNode: side {side!r}: expected one of {', '.join(SIDES)}")
+        if group not in GROUPS:
+            raise ValueError(f"JointGroupNode: group {group!r}: expected one of {', '.join(GROUPS)}")
+        self.names = joint_names(cfg, side, group)
+        if tuple(device.info.names) != self.names:
+            raise ValueError(f"JointGroupNode: device {device.name!r} has joints {list(device.info.names)}, "
+                             f"but {cfg.source} {side}.{group}.joints are {list(self.names)}")
+        if state_rate_hz is None:
+            rate = checked_rate(cfg.control_rate_hz, f"{cfg.source}: control_rate_hz")
+        else:
+            rate = checked_rate(state_rate_hz, f"JointGroupNode({side}, {group}): state_rate_hz")
+        super().__init__(f"{side}_{group}_driver", context=context, parameter_overrides=parameter_overrides)
+
+        self.device = device
+        self.device_clock = device_clock
+        self.side, self.group = side, group
+        self.topics = Topics.from_config(cfg)
+        self.state_topic = self.topics.joint_states[(side, group)]
+        self.command_topic = self.topics.joint_commands[(side, group)]
+        self.state_period_s = 1.0 / rate
+
+        self.commands_applied = 0
+        self.commands_ignored = 0
+        self.commands_rejected = 0
+        self.stop_events: list[tuple[float, float]] = []
+        self._stopped = False
+        self._status = (NodeState.HOLDING, "no command yet")  # (state, detail), replaced as a whole
+        # Guards the device and the state: a command is checked against the stop and applied in one
+        # step, so no command can slip in after the hold.
+        self._lock = threading.Lock()
+        # Reads the state and publishes it in one step, so a periodic report can never overtake
+        # the report of a newer change.
+        self._diag_lock = threading.Lock()
+
+        self._diag_pub = self.create_publisher(DiagnosticArray, self.topics.diagnostics, qos_events())
+        self._state_pub = self.create_publisher(JointStateMsg, self.state_topic, qos_sensor())
+
+        io = MutuallyExclusiveCallbackGroup()
+        self._stop_group = MutuallyExclusiveCallbackGroup()
+        try:
+            bring_up(device)
+        except DeviceError as exc:
+            self._status = (NodeState.FAULT, str(exc))
+            self.get_logger().error(f"{self.get_name()}: {exc}")
+        self._command_sub = self.create_subscription(JointStateMsg, self.command_topic, self._on_command,
+                                                     qos_command(), callback_group=io)
+        self._stop_subs = listen_for_stop(self, self.topics, self._on_stop, self._on_release,
+                                          callback_group=self._stop_group)
+        self._state_timer = self.create_timer(self.state_period_s, self._on_state_timer, callback_group=io)
+        self._diag_timer = self.create_timer(DIAGNOSTICS_PERIOD_S, self._publish_diagnostics, callback_group=io,
+                                             clock=Clock(clock_type=ClockType.STEADY_TIME))
+        self._publish_diagnostics()
+
+    # -- public view -----------------------------------------------------------------------------
+
+    @property
+    def state(self) -> NodeState:
+        return self._status[0]
+
+    @property
+    def detail(self) -> str:
+        """Why the node is in its state (a fault's message)."""
+        return self._status[1]
+
+    @property
+    def stopped(self) -> bool:
+        """True while the safety stop is latched for this node."""
+        return self._stopped
+
+    # -- callbacks -------------------------------------------------------------------------------
+
+    def _now(self) -> float:
+        """The node clock in seconds (sim time under ``use_sim_time``)."""
+        return self.get_clock().now().nanoseconds * 1e-9
+
+    def _device_now(self) -> float:
+        """The ``now`` for the device, s: its own clock if one was given, else the node clock."""
+        return self.device_clock() if self.device_clock is not None else self._now()
+
+    def _on_stop(self) -> None:
+        now = self._device_now()
+        with self._lock:
+            self._stopped = True
+            try:
+                self.device.hold(now)
+            except DeviceError as exc:
+                changed = self._set_locked(NodeState.FAULT, f"estop: hold failed: {exc}")
+            else:
+                self.stop_events.append((time.monotonic(), time.perf_counter()))
+                changed = self._set_locked(NodeState.ESTOPPED, "safety stop latched: holding, commands ignored")
+        if changed:
+            state, detail = self._status
+            if state is NodeState.FAULT:
+                self.get_logger().error(f"{self.get_name()}: {detail}")
+            self._publish_diagnostics()
+
+    def _on_release(self) -> None:
+        with self._lock:
+            if not self._stopped:
+                return
+            self._stopped = False
+            changed = (self._status[0] is NodeState.ESTOPPED
+                       and self._set_locked(NodeState.HOLDING, "safety stop released: holding until the next command"))
+        if changed:
+            self._publish_diagnostics()
+
+    def _on_command(self, msg: JointStateMsg) -> None:
+        now = self._device_now()
+        error = None
+        with self._lock:
+            if self._stopped:
+                self.commands_ignored += 1
+                return
+            try:
+                self.device.command(positions_by_name(msg, self.names, self.command_topic), now)
+            except DeviceError as exc:  # the device itself (FAULT, STOPPED, ...)
+                error = f"{self.command_topic}: command failed: {exc}"
+            except MessageError as exc:  # names or lengths do not fit; names the topic and the names
+                self.commands_rejected += 1
+                error = f"command rejected: {exc}"
+            except ValueError as exc:  # a target is not finite (the device says which joint)
+                self.commands_rejected += 1
+                error = f"{self.command_topic}: command rejected: {exc}"
+            else:
+                self.commands_applied += 1
+            changed = (self._set_locked(NodeState.FAULT, error) if error
+                       else self._set_locked(NodeState.RUNNING, "following commands"))
+        if error:
+            self.get_logger().error(error, throttle_duration_sec=1.0)
+        if changed:
+            self._publish_diagnostics()
+
+    def _on_state_timer(self) -> None:
+        now = self._now()
+        changed = False
+        with self._lock:
+            try:
+                js = self.device.read(now if self.device_clock is None else self.device_clock())
+            except DeviceError as exc:
+                js = None
+                if not self._reports_device_fault_locked():  # else keep the first, most telling message
+                    changed = self._set_locked(NodeState.FAULT, f"read failed: {exc}")
+        if js is not None:
+            self._state_pub.publish(joint_state_msg(self.names, now, js.position, js.velocity, js.effort))
+        if changed:
+            self.get_logger().error(f"{self.get_name()}: {self._status[1]}")
+            self._publish_diagnostics()
+
+    # -- state and diagnostics -------------------------------------------------------------------
+
+    def _reports_device_fault_locked(self) -> bool:
+        """True if the state is already FAULT with the device's fault reason in its message."""
+        reason = self.device.fault_reason
+        return self._status[0] is NodeState.FAULT and bool(reason) and reason in self._status[1]
+
+    def _set_locked(self, state: NodeState, detail: str) -> bool:
+        """Set the state (caller holds the lock); True if state or detail changed."""
+        changed = (state, detail) != self._status
+        self._status = (state, detail)
+        return changed
+
+    def _publish_diagnostics(self) -> None:
+        values = {"device": self.device.name, "device_lifecycle": self.device.state.value,
+                  "commands_applied": self.commands_applied, "commands_ignored_while_stopped": self.commands_ignored,
+                  "commands_rejected": self.commands_rejected, "stops": len(self.stop_events),
+                  "joint_states": self.state_topic, "joint_commands": self.command_topic}
+        with self._diag_lock:
+            state, detail = self._status
+            self._diag_pub.publish(diagnostics_msg(self.get_name(), state, self._now(), detail, values))
+
+

@@ -1,0 +1,176 @@
+"""``handover bringup``: the whole cell's node graph in one process, without the ``ros2`` CLI.
+
+Starts the same nodes as ``ros2 launch handover bringup.launch.py`` (see :mod:`handover.launch.graph`),
+then acts as the operator: calls ``/handover/start`` for each of N episodes, waits for the twin's
+judgement on ``/handover/twin/outcome``, prints each result and a summary with the control loop's
+timing, and exits 0. ``--measure-stop K`` then publishes K safety stops (each followed by a release)
+and prints the stop latency: from the publish of ``true`` to the last driver holding.
+"""
+
+from __future__ import annotations
+
+import json
+import queue
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+from handover.launch.graph import add_common_arguments, build_graph
+from handover.runtime.cell_config import load_cell_config
+from handover.runtime.errors import InputError
+
+
+def add_parser(sub) -> None:
+    p = sub.add_parser("bringup", help="bring up the whole cell (twin by default) and run N episodes over ROS 2",
+                       description=__doc__.split("\n\n")[1].replace("\n", " "))
+    add_common_arguments(p)
+    p.add_argument("--episodes", type=int, default=1, metavar="N", help="episodes to run (default: %(default)s)")
+    p.add_argument("--measure-stop", type=int, default=0, metavar="K",
+                   help="after the episodes, measure the stop latency over K stops (default: none)")
+    p.add_argument("--timeout", type=float, default=60.0, metavar="S", help="give up on an episode after S wall seconds")
+    p.set_defaults(func=run)
+
+
+def _percentiles_ms(values) -> str:
+    v = np.asarray(values, dtype=float) * 1e3
+    if v.size == 0:
+        return "no samples"
+    return f"p50 {np.percentile(v, 50):.3f} ms, p99 {np.percentile(v, 99):.3f} ms, max {v.max():.3f} ms (n={v.size})"
+
+
+class Operator:
+    """The test/operator side: a node that starts episodes, reads outcomes and stops the cell."""
+
+    def __init__(self, graph):
+        from std_msgs.msg import Bool, String
+        from std_srvs.srv import Trigger
+
+        from handover.runtime.ros_interface import Topics, qos_events, qos_latched
+
+        self.graph = graph
+        self.topics = Topics.from_config(graph.cfg)
+        import rclpy
+
+        self.node = rclpy.create_node("operator", context=graph.context)
+        self.outcomes: queue.Queue = queue.Queue()
+        self.node.create_subscription(String, self.topics.twin_outcome, lambda m: self.outcomes.put(json.loads(m.data)),
+                                      qos_events())
+        self.start_client = self.node.create_client(Trigger, self.topics.start)
+        self.reset_client = self.node.create_client(Trigger, self.topics.estop_reset)
+        self.estop_pub = self.node.create_publisher(Bool, self.topics.estop, qos_latched())
+        graph.executor.add_node(self.node)
+        graph.nodes.append(self.node)  # destroyed with the graph
+
+    def call(self, client, timeout: float = 5.0):
+        from std_srvs.srv import Trigger
+
+        if not client.wait_for_service(timeout_sec=timeout):
+            raise InputError(f"service {client.srv_name} did not appear within {timeout} s")
+        future = client.call_async(Trigger.Request())
+        deadline = time.monotonic() + timeout
+        while not future.done():
+            if time.monotonic() > deadline:
+                raise InputError(f"service {client.srv_name} did not answer within {timeout} s")
+            time.sleep(0.005)
+        return future.result()
+
+    def start_episode(self, timeout: float = 10.0) -> str:
+        """Call /handover/start until accepted (the graph needs a moment to connect)."""
+        deadline = time.monotonic() + timeout
+        while True:
+            res = self.call(self.start_client)
+            if res.success:
+                return res.message
+            if time.monotonic() > deadline:
+                raise InputError(f"{self.topics.start} refused: {res.message}")
+            time.sleep(0.1)
+
+    def estop(self, value: bool) -> None:
+        from std_msgs.msg import Bool
+
+        self.estop_pub.publish(Bool(data=value))
+
+
+def run_episodes(op: Operator, episodes: int, timeout: float) -> int:
+    """Start ``episodes`` episodes one after the other; print each outcome and a summary. Returns the catches."""
+    caught = 0
+    for n in range(1, episodes + 1):
+        op.start_episode()
+        try:
+            outcome = op.outcomes.get(timeout=timeout)
+        except queue.Empty:
+            raise InputError(f"episode {n}: no outcome on {op.topics.twin_outcome} within {timeout} s") from None
+        caught += bool(outcome["success"])
+        verdict = "caught" if outcome["success"] else "not caught"
+        print(f"episode {n}/{episodes}: {verdict}: {outcome['reason']}", flush=True)
+    if episodes:
+        print(f"summary: {caught}/{episodes} episodes caught ({100.0 * caught / episodes:.0f} %)", flush=True)
+    return caught
+
+
+def measure_stop(op: Operator, drivers, k: int, period_s: float) -> list[float]:
+    """K stops: publish true, wait until every driver held, publish false, reset. Latencies in s."""
+    latencies = []
+    for _ in range(k):
+        marks = [len(d.stop_events) for d in drivers]
+        t0 = time.perf_counter()
+        op.estop(True)
+        deadline = t0 + 1.0
+        while any(len(d.stop_events) <= m for d, m in zip(drivers, marks)) and time.perf_counter() < deadline:
+            time.sleep(0.0002)
+        held = [d.stop_events[-1][1] for d, m in zip(drivers, marks) if len(d.stop_events) > m]
+        latencies.append(max(held) - t0 if len(held) == len(drivers) else float("inf"))
+        time.sleep(2 * period_s)
+        op.estop(False)
+        time.sleep(2 * period_s)
+        res = op.call(op.reset_client)
+        if not res.success:
+            raise RuntimeError(f"estop reset refused after estop false: {res.message}")
+        time.sleep(2 * period_s)
+    return latencies
+
+
+def run(args) -> int:
+    import rclpy
+
+    cfg = load_cell_config(args.config)
+    if args.episodes < 0 or args.measure_stop < 0:
+        raise InputError(f"--episodes {args.episodes} / --measure-stop {args.measure_stop}: must be >= 0")
+    if args.speed is not None and not args.speed > 0:
+        raise InputError(f"--speed {args.speed}: must be > 0")
+    baseline = None
+    if args.measure_stop:  # benchmark mode: the same loop with no work and no graph, as a baseline
+        from handover.runtime.control_loop import PacedLoop
+
+        loop = PacedLoop(cfg.control_period_s)
+        loop.run(lambda k, deadline: k < 120)
+        baseline = loop.stats.jitter_s()
+    context = rclpy.Context()
+    rclpy.init(context=context)
+    graph = build_graph(cfg, context, args.backend, "all", real_time=args.speed is None, speed=args.speed or 1.0,
+                        bundle=args.bundle)
+    try:
+        graph.start()
+        op = Operator(graph)
+        pace = "real time" if args.speed is None else f"{args.speed:g}x real time, /clock published"
+        print(f"bringup: {len(graph.nodes)} nodes up (backend {args.backend}, {pace}); running {args.episodes} episode(s)",
+              flush=True)
+        run_episodes(op, args.episodes, args.timeout)
+        timing = graph.policy.timing()
+        print(f"command loop period jitter: {_percentiles_ms(timing['jitter_s'])}; overruns {timing['overruns']}")
+        if baseline is not None:
+            ratio = np.percentile(timing["jitter_s"], 99) / max(np.percentile(baseline, 99), 1e-9)
+            print(f"  baseline, the same paced loop alone before the graph started: {_percentiles_ms(baseline)}; "
+                  f"graph/baseline p99 ratio {ratio:.2f}")
+        print(f"joint state -> command latency: {_percentiles_ms(timing['state_to_command_s'])}")
+        if args.measure_stop:
+            lat = measure_stop(op, graph.drivers, args.measure_stop, cfg.control_period_s)
+            print(f"stop latency (estop publish -> last driver holding, {args.measure_stop} stops): {_percentiles_ms(lat)}; "
+                  f"one control period is {1e3 * cfg.control_period_s:.1f} ms")
+    finally:
+        graph.shutdown()
+        context.try_shutdown()
+    sys.stdout.flush()
+    return 0

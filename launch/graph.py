@@ -1,0 +1,200 @@
+"""The cell's node graph, built in one process or split over processes by the launch file.
+
+Node sets (``handover node SET``; ``handover bringup`` builds ``all``):
+
+- ``cell``: with the twin backend, the twin node plus the four joint-group drivers and the object
+  tracker, all serving the twin's devices (they must share the process that owns the simulation);
+- ``drivers``: with the real backend, the drivers with their own hardware devices;
+- ``safety``: the safety node; ``policy``: the policy node with the config's bundle;
+- ``all``: every node of the chosen backend;
+- ``operator``: no cell node; starts ``--episodes`` episodes over ``/handover/start``, prints each
+  outcome and exits (what ``episodes:=N`` of the launch file runs).
+
+Under ``use_sim_time`` (the twin not paced to real time) every node gets the parameter, so all
+clocks follow ``/clock``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import threading
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Optional
+
+from handover.runtime.cell_config import DEFAULT_CONFIG_PATH, CellConfig, load_cell_config
+from handover.runtime.errors import InputError
+
+BACKENDS = ("sim", "real")
+NODE_SETS = ("all", "cell", "drivers", "safety", "policy", "operator")
+
+
+@dataclass
+class Graph:
+    """The nodes of one process and the executor that spins them."""
+
+    cfg: CellConfig
+    context: object
+    nodes: list = field(default_factory=list)
+    twin: Optional[object] = None  # the TwinNode, with the sim backend
+    policy: Optional[object] = None  # the PolicyNode
+    drivers: list = field(default_factory=list)
+    executor: Optional[object] = None
+    _spin: Optional[threading.Thread] = None
+    _stopping: threading.Event = field(default_factory=threading.Event)
+
+    def start(self) -> None:
+        """Spin all nodes in one executor thread, then start the twin's physics and the policy's
+        control loop (each in its own thread). Single-threaded on purpose: every callback is short,
+        and in one Python process rclpy's multi-threaded executor delivered 60 Hz joint states with
+        gaps up to 250 ms here (single-threaded: 35 ms)."""
+        from rclpy.executors import SingleThreadedExecutor
+
+        self.executor = SingleThreadedExecutor(context=self.context)
+        for node in self.nodes:
+            self.executor.add_node(node)
+        self._spin = threading.Thread(target=self._spin_until_shutdown, name="executor", daemon=True)
+        self._spin.start()
+        if self.twin is not None:
+            self.twin.start()
+        if self.policy is not None:
+            self.policy.start_loop()
+
+    def _spin_until_shutdown(self) -> None:
+        from rclpy.executors import ExternalShutdownException
+
+        try:
+            while self.context.ok() and not self._stopping.is_set():
+                self.executor.spin_once(timeout_sec=0.05)
+        except ExternalShutdownException:
+            pass
+
+    def shutdown(self) -> None:
+        """Stop the loops, let the executor thread finish its callback, then destroy the nodes."""
+        if self.policy is not None:
+            self.policy.stop_loop()
+        if self.twin is not None:
+            self.twin.stop()
+        self._stopping.set()
+        if self._spin is not None:
+            self._spin.join(2.0)
+        if self.executor is not None:
+            self.executor.shutdown(timeout_sec=2.0)
+        for node in self.nodes:
+            node.destroy_node()
+
+
+def _overrides(use_sim_time: bool) -> list:
+    from rclpy.parameter import Parameter
+
+    return [Parameter("use_sim_time", Parameter.Type.BOOL, True)] if use_sim_time else []
+
+
+def _hardware_devices(cfg: CellConfig):
+    """The real arms, hands and camera. Their drivers (xArm6 over xarm-python-sdk, Allegro over CAN,
+    D435 over pyrealsense2) are not written yet; say so instead of pretending."""
+    raise InputError("backend real: the hardware drivers (xArm6, Allegro CAN, D435) are not implemented yet; "
+                     "use backend sim (the MuJoCo twin behind the same device interfaces)")
+
+
+def build_graph(cfg: CellConfig, context, backend: str = "sim", nodes: str = "all", real_time: bool = True,
+                speed: float = 1.0, bundle: Optional[Path] = None, seed: int = 0) -> Graph:
+    """Create the nodes of the set ``nodes`` for ``backend`` in ``context`` (not yet spinning)."""
+    if backend not in BACKENDS:
+        raise InputError(f"backend {backend!r}: expected one of {', '.join(BACKENDS)}")
+    if nodes not in NODE_SETS:
+        raise InputError(f"node set {nodes!r}: expected one of {', '.join(NODE_SETS)}")
+    use_sim_time = backend == "sim" and not real_time
+    params = _overrides(use_sim_time)
+    graph = Graph(cfg, context)
+    if nodes in ("all", "cell", "drivers"):
+        from handover.drivers.joint_group_node import JointGroupNode
+        from handover.drivers.object_tracker_node import ObjectTrackerNode
+
+        if backend == "sim":
+            if nodes == "drivers":
+                raise InputError("node set 'drivers' is for backend real; with the twin use 'cell'")
+            from handover.sim_twin.twin_node import TwinNode
+
+            graph.twin = TwinNode(cfg, context=context, real_time=real_time, speed=speed, seed=seed)
+            graph.nodes.append(graph.twin)
+            devices = graph.twin.devices
+            # the twin's devices keep simulation time; paced to real time, the nodes' clocks are wall time
+            twin = graph.twin
+            device_clock = (lambda: twin.sim_time) if real_time else None
+        else:
+            if nodes == "cell":
+                raise InputError("node set 'cell' is for backend sim; with hardware use 'drivers'")
+            devices, device_clock = _hardware_devices(cfg), None
+        for (side, group), device in devices.joint_groups.items():
+            node = JointGroupNode(device, cfg, side, group, context=context, parameter_overrides=params,
+                                  device_clock=device_clock)
+            graph.drivers.append(node)
+            graph.nodes.append(node)
+        graph.nodes.append(ObjectTrackerNode(devices.tracker, cfg, context=context, parameter_overrides=params,
+                                             device_clock=device_clock))
+    if nodes in ("all", "safety"):
+        from handover.runtime.safety_node import SafetyNode
+
+        graph.nodes.append(SafetyNode(cfg, context=context, parameter_overrides=params))
+    if nodes in ("all", "policy"):
+        from handover.runtime.policy_networks import PolicyNetworks
+        from handover.runtime.policy_node import PolicyNode
+
+        bundle = bundle or cfg.models.bundle
+        if bundle is None:
+            raise InputError(f"{cfg.source}: models.bundle is null and no --bundle given: the policy node needs a bundle")
+        graph.policy = PolicyNode(cfg, PolicyNetworks.load(bundle), context=context, parameter_overrides=params)
+        graph.nodes.append(graph.policy)
+    return graph
+
+
+# --------------------------------------------------------------------------------------------
+# ``handover node SET``: one process of the launch file
+# --------------------------------------------------------------------------------------------
+
+
+def add_common_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--backend", choices=BACKENDS, default="sim", help="sim: the MuJoCo twin (default); real: the hardware")
+    p.add_argument("--config", type=Path, default=DEFAULT_CONFIG_PATH, help="cell config (default: %(default)s)")
+    p.add_argument("--bundle", type=Path, default=None, help="policy bundle (default: the config's models.bundle)")
+    p.add_argument("--speed", type=float, default=None, metavar="X",
+                   help="run the twin X times faster than real time, publishing /clock; nodes use sim time "
+                        "(default: paced to real time)")
+
+
+def add_parser(sub) -> None:
+    p = sub.add_parser("node", help="run one set of the cell's ROS 2 nodes (what the launch file starts)",
+                       description="Run one process of the cell's node graph until interrupted: " + ", ".join(NODE_SETS))
+    p.add_argument("set", choices=NODE_SETS)
+    add_common_arguments(p)
+    p.add_argument("--episodes", type=int, default=0, metavar="N", help="operator: episodes to run")
+    p.add_argument("--ros-args", dest="ros_args", nargs=argparse.REMAINDER, default=[],
+                   help=argparse.SUPPRESS)  # appended by launch_ros; remappings are not used
+    p.set_defaults(func=run_node)
+
+
+def run_node(args) -> int:
+    import rclpy
+
+    cfg = load_cell_config(args.config)
+    if args.speed is not None and not args.speed > 0:
+        raise InputError(f"--speed {args.speed}: must be > 0")
+    context = rclpy.Context()
+    rclpy.init(context=context)
+    graph = build_graph(cfg, context, args.backend, args.set, real_time=args.speed is None,
+                        speed=args.speed or 1.0, bundle=args.bundle)
+    graph.start()
+    try:
+        if args.set == "operator":
+            from handover.launch.bringup import Operator, run_episodes
+
+            run_episodes(Operator(graph), args.episodes, timeout=60.0)
+            return 0
+        threading.Event().wait()
+    except KeyboardInterrupt:
+        pass
+    finally:
+        graph.shutdown()
+        context.try_shutdown()
+    return 0

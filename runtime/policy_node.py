@@ -1,0 +1,558 @@
+"""The policy node (``policy``): joint states and the object position in, joint commands out, one
+control loop paced in one place.
+
+Inputs (names and QoS from :mod:`handover.runtime.ros_interface`):
+
+- the four ``/handover/{side}/{group}/joint_states``: the newest positions (rad) per group are kept
+  with their receive time (``time.perf_counter`` s, for the latency records; the node's clock s,
+  for staleness) and their stamp;
+- ``/handover/object/position`` (PointStamped, world frame, m): the newest one, as an
+  :class:`~handover.drivers.object_tracker.ObjectObservation` (a non-finite point, or a frame other
+  than ``world``, counts as "not found"); until one arrives the controller uses the configured
+  start position;
+- ``/handover/estop`` and ``/handover/safety/latched`` through :func:`~handover.runtime.estop.listen_for_stop`.
+
+Outputs: the four ``joint_commands`` (position targets, rad, names from the cell config),
+``/handover/policy/predicted_goal`` (world frame, m), ``/handover/policy/episode_done`` (UInt32,
+the episode number) and ``/diagnostics``. Service ``/handover/start`` (Trigger). Commands and
+predictions are stamped with their tick's deadline (node clock): the control step they belong to.
+
+The control loop is one :class:`~handover.runtime.control_loop.PacedLoop` at the control period on
+the node's ROS clock (so it follows ``/clock`` under ``use_sim_time``), in its own thread; it is the
+only thread that publishes commands. Each tick does what its phase says:
+
+========  ==============================================================================================
+phase     each tick
+========  ==============================================================================================
+IDLE      nothing before the first episode and after a released stop; after an episode, the episode's
+          last targets again, so that the catcher keeps holding the object it caught
+BLEND     from the positions measured when the start was accepted to the controller's reset targets
+          on a minimum-jerk profile over ``blend_s`` (the first command is the measured position:
+          no jump)
+PLACE     the reset targets, for ``settle_s``; on entry ``/handover/twin/place_object`` is called once
+          if it exists (only the twin serves it; on hardware the operator has placed the object).
+          Ends when ``settle_s`` has passed and the twin has answered
+WARMUP    the reset targets; one dry policy step on the current inputs (result discarded), then the
+          controller is reset. The dry step runs in a second controller over the same networks: the
+          contract's frame stack survives a reset (quirk of the original), so a dry step in the
+          episode's own controller would leave its frame in the first observations (measured in
+          the twin: the reference policy then drops the object in every episode)
+EPISODE   ``cfg.episode_steps`` ticks of ``controller.targets(t, q44, obs)``: the four joint commands
+          and the predicted goal. The tick after the last one publishes the episode number on
+          ``episode_done`` (so the twin judges after at least one control period under the last
+          command, like the twin's own episodes) and the node goes back to IDLE, holding
+ESTOPPED  nothing (see below)
+FAULT     nothing; a new start clears the fault
+========  ==============================================================================================
+
+Safety stop: a ``true`` on the estop topic sets a flag in the callback (its own callback group);
+the flag is checked right before every single publish of a command, so no command leaves after
+the stop; the loop aborts the episode on its next tick. Latched until the safety node releases it;
+after the release the node is IDLE and publishes nothing until the next start.
+
+Stale inputs (receive times on the node's clock) while an episode is under way (BLEND to EPISODE)
+are a fault: the episode is aborted and the diagnostics name the group. A group is stale when its
+newest joint state is more than ``stale_periods`` control periods (default 5) older than the newest
+of the other groups (its driver stopped), or when no group has delivered for more than
+:data:`SILENT_PERIODS` periods (the cell stopped). Relative to the other groups, so that a process
+that stalls as a whole (a busy executor, a descheduled process) does not abort the episode; with
+the whole graph in one Python process on two cores shared with other work, single driver threads
+were still seen 0.1-0.3 s behind the others (the tests relax ``stale_periods`` for that).
+
+Settling: in the twin (in process, no ROS delays, a 1 s hold of the reset pose before the object
+is placed), the reference bundle caught 24 of 24 episodes after 0.5 s of settling, 21 of 24 after
+0.3 s (the object still creeps in the hand), hence the default ``settle_s`` of 0.5 s.
+
+Executors: the callback groups let a multi-threaded executor deliver joint states while the start
+service's response is being sent (rmw_fastrtps blocks up to 100 ms on a first response while it
+matches the client's reader); in a single-threaded executor that stall counts towards staleness.
+
+Timing records (:meth:`PolicyNode.timing`): per EPISODE tick, the latency from the receive time of
+the newest joint state used to the publish of the last joint command (perf_counter s), the time
+spent in the policy step; the loop's wake-ups, jitter and overruns.
+"""
+
+from __future__ import annotations
+
+import enum
+import math
+import threading
+import time
+from dataclasses import dataclass
+from typing import Optional
+
+import numpy as np
+from diagnostic_msgs.msg import DiagnosticArray
+from geometry_msgs.msg import PointStamped
+from rclpy.callback_groups import MutuallyExclusiveCallbackGroup, ReentrantCallbackGroup
+from rclpy.node import Node
+from sensor_msgs.msg import JointState
+from std_msgs.msg import UInt32
+from std_srvs.srv import Trigger
+
+from handover.drivers.object_tracker import ObjectObservation
+from handover.runtime.cell_config import CellConfig
+from handover.runtime.contract import ContractSpec
+from handover.runtime.control_loop import PacedLoop, RosClock
+from handover.runtime.estop import listen_for_stop
+from handover.runtime.policy_controller import PolicyController
+from handover.runtime.policy_networks import PolicyNetworks
+from handover.runtime.ros_interface import (
+    GROUPS,
+    SIDES,
+    WORLD_FRAME,
+    MessageError,
+    NodeState,
+    Topics,
+    diagnostics_msg,
+    joint_names,
+    joint_state_msg,
+    point_msg,
+    positions_by_name,
+    qos_command,
+    qos_events,
+    qos_sensor,
+    stamp_to_s,
+)
+
+NODE_NAME = "policy"
+KEYS = tuple((s, g) for s in SIDES for g in GROUPS)  # contract order: thrower arm, hand, catcher arm, hand
+STALE_PERIODS = 5.0  # default: a group this many control periods behind the newest group is stale
+SILENT_PERIODS = 30.0  # no joint state from any group for this many control periods: all are stale
+PLACE_TIMEOUT_S = 5.0  # wall-clock limit for the twin's answer to place_object
+CLOCK_TOLERANCE_S = 1e-6  # a deadline counts as reached this close before it (see _LoopClock)
+
+
+class _LoopClock(RosClock):
+    """The node's ROS clock for the paced loop, waking up to :data:`CLOCK_TOLERANCE_S` before a
+    deadline. Under ``/clock`` the time arrives in steps of whole nanoseconds (the twin's control
+    periods) while the loop's deadlines are float sums ``t0 + k * period``: an exact comparison finds
+    about half of them 0.3 ns in the future and waits a whole ``/clock`` period, then runs the next
+    tick at once (two policy steps on one simulation step). (To be folded into :class:`RosClock`.)"""
+
+    def sleep_until(self, t: float, stop: threading.Event) -> None:
+        super().sleep_until(t - CLOCK_TOLERANCE_S, stop)
+
+
+class Phase(str, enum.Enum):
+    IDLE = "idle"
+    BLEND = "blend"
+    PLACE = "place"
+    WARMUP = "warmup"
+    EPISODE = "episode"
+    ESTOPPED = "estopped"
+    FAULT = "fault"
+
+
+ACTIVE_PHASES = (Phase.BLEND, Phase.PLACE, Phase.WARMUP, Phase.EPISODE)
+
+
+def min_jerk(s: float) -> float:
+    """The minimum-jerk profile 10 s^3 - 15 s^4 + 6 s^5 for s in [0, 1] (clipped): 0 -> 0, 1 -> 1,
+    zero velocity and acceleration at both ends."""
+    s = min(max(s, 0.0), 1.0)
+    return s * s * s * (10.0 - 15.0 * s + 6.0 * s * s)
+
+
+@dataclass
+class _GroupInput:
+    position: np.ndarray  # rad, the group's joint order (cell config)
+    stamp_s: float  # message stamp, s (the driver's clock)
+    received_perf: float  # time.perf_counter() at receipt, s
+    received_clock: float  # the node's clock at receipt, s (sim time under use_sim_time)
+
+
+class PolicyNode(Node):
+    """The policy as a ROS 2 node. ``networks``: a loaded bundle (:meth:`PolicyNetworks.load`).
+
+    ``blend_s``: duration of the blend to the reset pose (s, node clock); ``settle_s``: how long the
+    reset pose is held after the object was placed (s); ``stale_periods``: how many control periods
+    a joint-state group may lag the newest one before it is stale. ``parameter_overrides``: e.g.
+    ``use_sim_time``. Call :meth:`start_loop` once the node spins; :meth:`stop_loop` (or
+    ``destroy_node``) ends the loop for good.
+    """
+
+    def __init__(self, cfg: CellConfig, networks: PolicyNetworks, *, context=None, blend_s: float = 1.0,
+                 settle_s: float = 0.5, stale_periods: float = STALE_PERIODS, parameter_overrides=None):
+        super().__init__(NODE_NAME, context=context, parameter_overrides=parameter_overrides)
+        if not (math.isfinite(blend_s) and blend_s > 0):
+            raise ValueError(f"PolicyNode: blend_s must be a positive number of seconds, got {blend_s!r}")
+        if not (math.isfinite(settle_s) and settle_s >= 0):
+            raise ValueError(f"PolicyNode: settle_s must be >= 0 s, got {settle_s!r}")
+        if not (math.isfinite(stale_periods) and stale_periods >= 1):
+            raise ValueError(f"PolicyNode: stale_periods must be >= 1 control period, got {stale_periods!r}")
+        self.cfg = cfg
+        self.topics = Topics.from_config(cfg)
+        self.period_s = cfg.control_period_s
+        self.blend_s = float(blend_s)
+        self.settle_s = float(settle_s)
+        self.stale_s = float(stale_periods) * self.period_s
+        self.silent_s = max(SILENT_PERIODS, float(stale_periods)) * self.period_s
+        spec = ContractSpec.from_config(cfg)
+        self.controller = PolicyController(spec, networks, cfg.goal, cfg.object.start_position)
+        self._dry = PolicyController(spec, networks, cfg.goal, cfg.object.start_position)  # the warm-up's own state
+        self.names = {k: joint_names(cfg, *k) for k in KEYS}
+
+        # -- inputs (executor threads write, the loop reads; guarded by _lock) --------------------
+        self._lock = threading.Lock()
+        self._joints: dict[tuple[str, str], _GroupInput] = {}
+        self._object = ObjectObservation(stamp=-np.inf, valid=False)
+        self._input_errors: dict[str, str] = {}  # topic -> last rejected message's problem
+        self._start_requested = False
+        self._episode = 0  # number of the current/last accepted episode
+        self._stopped = threading.Event()  # the stop is latched: checked before every command publish
+        self._stops = 0  # stops seen (the loop aborts when this changes)
+
+        sensors = ReentrantCallbackGroup()
+        self._subs = [
+            self.create_subscription(JointState, self.topics.joint_states[k], self._joint_callback(k), qos_sensor(),
+                                     callback_group=sensors) for k in KEYS]
+        self._subs.append(self.create_subscription(PointStamped, self.topics.object_position, self._on_object,
+                                                   qos_sensor(), callback_group=sensors))
+        self._subs += listen_for_stop(self, self.topics, self._on_stop, self._on_release,
+                                      callback_group=MutuallyExclusiveCallbackGroup())
+        self._start_srv = self.create_service(Trigger, self.topics.start, self._on_start,
+                                              callback_group=MutuallyExclusiveCallbackGroup())
+        self._place_client = self.create_client(Trigger, self.topics.twin_place_object,
+                                                callback_group=MutuallyExclusiveCallbackGroup())
+
+        # -- outputs ------------------------------------------------------------------------------
+        self._cmd_pubs = {k: self.create_publisher(JointState, self.topics.joint_commands[k], qos_command()) for k in KEYS}
+        self._goal_pub = self.create_publisher(PointStamped, self.topics.predicted_goal, qos_command())
+        self._done_pub = self.create_publisher(UInt32, self.topics.episode_done, qos_events())
+        self._diag_pub = self.create_publisher(DiagnosticArray, self.topics.diagnostics, qos_events())
+        self._diag_lock = threading.Lock()
+        self._diag_timer = self.create_timer(1.0, self._publish_diagnostics, callback_group=MutuallyExclusiveCallbackGroup())
+
+        # -- loop state (loop thread only, except where noted) -------------------------------------
+        self._clock = _LoopClock(self.get_clock())
+        self._loop = PacedLoop(self.period_s, self._clock)
+        self._thread: Optional[threading.Thread] = None
+        self._shutdown = threading.Event()
+        self.phase = Phase.IDLE  # read by other threads for diagnostics and the start service
+        self.fault: str = ""
+        self._seen_stops = 0
+        self._hold: Optional[np.ndarray] = None  # targets re-published while IDLE after an episode
+        self._reset_targets: Optional[np.ndarray] = None
+        self._blend_from: Optional[np.ndarray] = None
+        self._phase_t0 = 0.0  # node clock s at the phase's first tick
+        self._place_future = None
+        self._place_wall0 = 0.0
+        self._step = 0
+        self._deadline = 0.0
+        self._latency: list[float] = []
+        self._latency_oldest: list[float] = []
+        self._compute: list[float] = []
+        self._publish_diagnostics()
+
+    # ------------------------------------------------------------------------------------------
+    # lifecycle
+    # ------------------------------------------------------------------------------------------
+
+    def start_loop(self) -> None:
+        """Start the control loop thread (once). Under ``use_sim_time`` it waits for the first ``/clock``."""
+        if self._thread is not None:
+            raise RuntimeError("PolicyNode.start_loop: the control loop was already started")
+        self._thread = threading.Thread(target=self._run, name="policy-loop", daemon=True)
+        self._thread.start()
+
+    def stop_loop(self, timeout: float = 2.0) -> None:
+        """Stop the control loop for good (nothing is published after this returns)."""
+        self._shutdown.set()
+        self._loop.stop(timeout)
+        if self._thread is not None:
+            self._thread.join(timeout)
+
+    def destroy_node(self):
+        self.stop_loop()
+        return super().destroy_node()
+
+    def _run(self) -> None:
+        while not self._shutdown.is_set() and self._clock.now() <= 0.0:  # sim time not yet received
+            self._shutdown.wait(0.005)
+        if not self._shutdown.is_set():
+            self._loop.run(self._tick)
+
+    # ------------------------------------------------------------------------------------------
+    # callbacks (executor threads)
+    # ------------------------------------------------------------------------------------------
+
+    def _joint_callback(self, key):
+        topic, names = self.topics.joint_states[key], self.names[key]
+
+        def callback(msg) -> None:
+            received = time.perf_counter()
+            try:
+                position = positions_by_name(msg, names, topic)
+            except MessageError as exc:
+                self._reject(topic, str(exc))
+                return
+            if not np.isfinite(position).all():
+                bad = int(np.flatnonzero(~np.isfinite(position))[0])
+                self._reject(topic, f"{topic}: joint {names[bad]} position is not finite: {position[bad]}")
+                return
+            entry = _GroupInput(position, stamp_to_s(msg.header.stamp), received, self._clock.now())
+            with self._lock:
+                self._joints[key] = entry
+        return callback
+
+    def _on_object(self, msg) -> None:
+        xyz = np.array([msg.point.x, msg.point.y, msg.point.z], dtype=float)
+        stamp = stamp_to_s(msg.header.stamp)
+        if msg.header.frame_id not in ("", WORLD_FRAME):
+            self._reject(self.topics.object_position, f"frame {msg.header.frame_id!r}, expected {WORLD_FRAME!r}")
+            obs = ObjectObservation(stamp=stamp, valid=False)
+        elif not np.isfinite(xyz).all():
+            obs = ObjectObservation(stamp=stamp, valid=False)  # the tracker did not find the object
+        else:
+            obs = ObjectObservation(stamp=stamp, valid=True, position=xyz)
+        with self._lock:
+            self._object = obs
+
+    def _reject(self, topic: str, problem: str) -> None:
+        with self._lock:
+            new = self._input_errors.get(topic) != problem
+            self._input_errors[topic] = problem
+        if new:
+            self.get_logger().error(f"ignoring a message: {problem}")
+
+    def _on_stop(self) -> None:
+        self._stopped.set()  # before anything else: the loop checks it before every publish
+        with self._lock:
+            self._stops += 1
+        self._publish_diagnostics()
+
+    def _on_release(self) -> None:
+        if self._stopped.is_set():
+            self._stopped.clear()
+            self._publish_diagnostics()
+
+    def _on_start(self, request, response):
+        response.success, response.message = self._request_start()
+        if response.success:  # (rclpy ties one severity to each logging call site)
+            self.get_logger().info(f"{self.topics.start}: {response.message}")
+        else:
+            self.get_logger().warning(f"{self.topics.start}: {response.message}")
+        return response
+
+    def _request_start(self) -> tuple[bool, str]:
+        if self._stopped.is_set():
+            return False, f"refused: the safety stop is latched; release it ({self.topics.estop} false, then {self.topics.estop_reset})"
+        now = self._clock.now()
+        with self._lock:
+            if self._start_requested:
+                return False, f"refused: the start of episode {self._episode} is already pending"
+            if self.phase in ACTIVE_PHASES:
+                return False, f"refused: episode {self._episode} is running (phase {self.phase.value})"
+            missing = [k for k in KEYS if k not in self._joints]
+            if missing:
+                return False, "refused: no joint states yet from " + ", ".join(
+                    f"{s}/{g} ({self.topics.joint_states[(s, g)]})" for s, g in missing)
+            stale = self._stale(self._joints, now)
+            if stale:
+                return False, f"refused: {stale}"
+            self._start_requested = True
+            self._episode += 1
+            n = self._episode
+        return True, (f"accepted: episode {n} starts on the next tick: blend to the reset pose over {self.blend_s:g} s, "
+                      f"place the object, settle {self.settle_s:g} s, then {self.cfg.episode_steps} policy steps")
+
+    # ------------------------------------------------------------------------------------------
+    # the control loop (loop thread)
+    # ------------------------------------------------------------------------------------------
+
+    def _tick(self, k: int, deadline: float) -> None:
+        self._deadline = deadline  # the stamp of everything this tick publishes
+        with self._lock:
+            stops, start = self._stops, self._start_requested
+            self._start_requested = False
+            joints = dict(self._joints)
+            obs = self._object
+        if self._stopped.is_set() or stops != self._seen_stops:
+            self._seen_stops = stops
+            self._hold = None
+            if start:
+                self.get_logger().warning(f"episode {self._episode} not started: the safety stop came first")
+            self._enter(Phase.ESTOPPED if self._stopped.is_set() else Phase.IDLE)
+            return
+        if self.phase is Phase.ESTOPPED:  # released
+            self._enter(Phase.IDLE)
+        if start:
+            self._begin(joints, deadline)
+        if self.phase in ACTIVE_PHASES:
+            stale = self._stale(joints, self._clock.now())
+            if stale:
+                self._fail(f"episode {self._episode} aborted in phase {self.phase.value}: {stale}")
+                return
+        try:
+            getattr(self, f"_tick_{self.phase.value}")(deadline, joints, obs)
+        except Exception as exc:  # noqa: BLE001 - a fault of the policy or its inputs: stop commanding, report it
+            self._fail(f"episode {self._episode} aborted in phase {self.phase.value}: {type(exc).__name__}: {exc}")
+
+    def _stale(self, joints: dict, now: float) -> str:
+        """Why the joint states are stale (see the module docstring), or "" if they are fresh."""
+        ages = {key: now - e.received_clock for key, e in joints.items()}
+        newest_key = min(ages, key=ages.get)
+        newest = ages[newest_key]
+        if newest > self.silent_s:
+            return (f"no joint states from any group for {newest:.3f} s "
+                    f"(limit {self.silent_s:.3f} s = {self.silent_s / self.period_s:g} periods)")
+        (s, g), age = max(ages.items(), key=lambda item: item[1])
+        if age - newest > self.stale_s:
+            return (f"joint states of {s}/{g} ({self.topics.joint_states[(s, g)]}) are stale: last {age:.3f} s ago, "
+                    f"{age - newest:.3f} s behind {'/'.join(newest_key)} (limit {self.stale_s:.3f} s = "
+                    f"{self.stale_s / self.period_s:g} periods)")
+        return ""
+
+    def _enter(self, phase: Phase, t0: Optional[float] = None) -> None:
+        changed = phase is not self.phase
+        self.phase = phase
+        self._phase_t0 = self._clock.now() if t0 is None else t0
+        if changed:
+            self._publish_diagnostics()
+
+    def _fail(self, reason: str) -> None:
+        self.fault = reason
+        self._hold = None
+        self.get_logger().error(reason)
+        self._enter(Phase.FAULT)
+
+    def _begin(self, joints, deadline: float) -> None:
+        self.fault = ""
+        self._hold = None
+        self._blend_from = np.concatenate([joints[k].position for k in KEYS])
+        self._reset_targets = np.asarray(self.controller.reset(), dtype=float)
+        self._enter(Phase.BLEND, deadline)
+
+    def _tick_idle(self, deadline, joints, obs) -> None:
+        if self._hold is not None:
+            self._publish_commands(self._hold)
+
+    def _tick_estopped(self, deadline, joints, obs) -> None:
+        pass
+
+    def _tick_fault(self, deadline, joints, obs) -> None:
+        pass
+
+    def _tick_blend(self, deadline, joints, obs) -> None:
+        s = min_jerk((deadline - self._phase_t0) / self.blend_s)
+        self._publish_commands(self._blend_from + (self._reset_targets - self._blend_from) * s)
+        if s >= 1.0:
+            self._place_future = None
+            if self._place_client.service_is_ready():
+                self._place_future = self._place_client.call_async(Trigger.Request())
+                self._place_wall0 = time.monotonic()
+            self._enter(Phase.PLACE, deadline + self.period_s)
+
+    def _tick_place(self, deadline, joints, obs) -> None:
+        self._publish_commands(self._reset_targets)
+        fut = self._place_future
+        if fut is not None:
+            if not fut.done():
+                if time.monotonic() - self._place_wall0 > PLACE_TIMEOUT_S:
+                    self._fail(f"episode {self._episode} aborted: {self.topics.twin_place_object} did not answer "
+                               f"within {PLACE_TIMEOUT_S:g} s")
+                return
+            res = fut.result()
+            if res is None or not res.success:
+                why = "no response" if res is None else res.message
+                self._fail(f"episode {self._episode} aborted: {self.topics.twin_place_object} failed: {why}")
+                return
+        if deadline - self._phase_t0 >= self.settle_s - 1e-9:
+            self._enter(Phase.WARMUP, deadline)
+
+    def _tick_warmup(self, deadline, joints, obs) -> None:
+        self._publish_commands(self._reset_targets)
+        q = np.concatenate([joints[k].position for k in KEYS])
+        self._dry.reset()
+        self._dry.targets(self._clock.now(), q, obs)  # the dry step: result discarded
+        self.controller.reset()  # the networks' recurrent state back to the episode start
+        self._step = 0
+        self._enter(Phase.EPISODE, deadline + self.period_s)
+
+    def _tick_episode(self, deadline, joints, obs) -> None:
+        if self._step >= self.cfg.episode_steps:  # one period after the last command
+            self._publish_done()
+            return
+        q = np.concatenate([joints[k].position for k in KEYS])
+        newest = max(e.received_perf for e in joints.values())
+        oldest = min(e.received_perf for e in joints.values())
+        c0 = time.perf_counter()
+        targets = np.asarray(self.controller.targets(self._clock.now(), q, obs), dtype=float)
+        c1 = time.perf_counter()
+        if not self._publish_commands(targets):
+            return
+        sent = time.perf_counter()
+        self._latency.append(sent - newest)
+        self._latency_oldest.append(sent - oldest)
+        self._compute.append(c1 - c0)
+        res = self.controller.last_result
+        if res is not None and not self._stopped.is_set():
+            self._goal_pub.publish(point_msg(self._deadline, res.predicted_goal_world))
+        self._hold = targets
+        self._step += 1
+
+    def _publish_done(self) -> None:
+        if self._hold is not None:
+            self._publish_commands(self._hold)
+        self._done_pub.publish(UInt32(data=self._episode))
+        self.get_logger().info(f"episode {self._episode} done ({self.cfg.episode_steps} steps); holding the last targets")
+        self._enter(Phase.IDLE)
+
+    def _publish_commands(self, targets: np.ndarray) -> bool:
+        """The four joint commands of 44 targets (contract order, rad). Returns False (and publishes
+        nothing more) as soon as the stop is latched: checked right before each publish."""
+        stamp = self._deadline
+        i = 0
+        for key in KEYS:
+            names = self.names[key]
+            msg = joint_state_msg(names, stamp, targets[i:i + len(names)])
+            i += len(names)
+            if self._stopped.is_set():
+                return False
+            self._cmd_pubs[key].publish(msg)
+        return True
+
+    # ------------------------------------------------------------------------------------------
+    # diagnostics and timing
+    # ------------------------------------------------------------------------------------------
+
+    def _state(self) -> tuple[NodeState, str]:
+        if self._stopped.is_set():
+            return NodeState.ESTOPPED, "the safety stop is latched; no commands"
+        phase = self.phase
+        if phase is Phase.FAULT:
+            return NodeState.FAULT, self.fault
+        if phase is Phase.IDLE:
+            return NodeState.RUNNING, "idle, holding the last targets" if self._hold is not None else "idle"
+        if phase is Phase.ESTOPPED:
+            return NodeState.RUNNING, "idle (stop released)"
+        return NodeState.RUNNING, f"episode {self._episode}: {phase.value}"
+
+    def _publish_diagnostics(self) -> None:
+        """Publish the state now (the 1 Hz timer, and every change)."""
+        state, detail = self._state()
+        stats = self._loop.stats
+        values = {"phase": self.phase.value, "episode": self._episode, "overruns": stats.overruns,
+                  "skipped": stats.skipped, "wakeups": len(stats.wakeups)}
+        with self._lock:
+            values.update({f"input error {t}": p for t, p in self._input_errors.items()})
+        with self._diag_lock:
+            self._diag_pub.publish(diagnostics_msg(NODE_NAME, state, self._clock.now(), detail, values))
+
+    def timing(self) -> dict:
+        """Timing records so far (s): ``state_to_command_s`` per EPISODE tick (receive of the newest
+        joint state used -> publish of the last joint command, perf_counter), ``state_to_command_oldest_s``
+        (the same from the oldest of the four groups), ``compute_s`` (the policy step), ``wakeups_s``
+        (every tick, node clock), ``jitter_s`` (|interval - period| between wake-ups), ``overruns``,
+        ``skipped`` (counts)."""
+        stats = self._loop.stats
+        return {
+            "state_to_command_s": np.asarray(self._latency, dtype=float),
+            "state_to_command_oldest_s": np.asarray(self._latency_oldest, dtype=float),
+            "compute_s": np.asarray(self._compute, dtype=float),
+            "wakeups_s": np.asarray(list(stats.wakeups), dtype=float),
+            "jitter_s": stats.jitter_s(),
+            "overruns": int(stats.overruns),
+            "skipped": int(stats.skipped),
+        }

@@ -1,0 +1,152 @@
+"""The whole sim graph over real DDS (private domain, localhost): an external test node starts an
+episode, watches the commands, stops the cell mid-throw and checks that nothing moves after it.
+Also: the launch file and the files ``ros2 launch`` needs."""
+
+import importlib.util
+import subprocess
+import sys
+import threading
+import time
+import zipfile
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from handover.runtime.cell_config import load_cell_config
+
+REPO = Path(__file__).resolve().parent.parent
+CFG = load_cell_config()
+PERIOD = CFG.control_period_s
+
+
+@pytest.fixture
+def graph(ros_context):
+    from handover.launch.graph import build_graph
+
+    g = build_graph(CFG, ros_context, "sim", "all")
+    g.start()
+    yield g
+    g.shutdown()
+
+
+class Watcher:
+    """The external test node: records every joint command and predicted goal with its arrival time."""
+
+    def __init__(self, graph):
+        import rclpy
+        from geometry_msgs.msg import PointStamped
+        from sensor_msgs.msg import JointState
+        from std_msgs.msg import Bool
+        from std_srvs.srv import Trigger
+
+        from handover.runtime.ros_interface import Topics, qos_command, qos_latched
+
+        self.topics = Topics.from_config(CFG)
+        self.node = rclpy.create_node("e2e_watcher", context=graph.context)
+        self.lock = threading.Lock()
+        self.commands: list[tuple[float, str]] = []
+        self.goals: list[float] = []
+        for key, topic in self.topics.joint_commands.items():
+            self.node.create_subscription(JointState, topic, lambda m, t=topic: self._cmd(t), qos_command())
+        self.node.create_subscription(PointStamped, self.topics.predicted_goal, lambda m: self._goal(), qos_command())
+        self.estop_pub = self.node.create_publisher(Bool, self.topics.estop, qos_latched())
+        self.start = self.node.create_client(Trigger, self.topics.start)
+        self.reset = self.node.create_client(Trigger, self.topics.estop_reset)
+        graph.executor.add_node(self.node)
+        graph.nodes.append(self.node)
+
+    def _cmd(self, topic):
+        with self.lock:
+            self.commands.append((time.perf_counter(), topic))
+
+    def _goal(self):
+        with self.lock:
+            self.goals.append(time.perf_counter())
+
+    def call(self, client, timeout=5.0):
+        from std_srvs.srv import Trigger
+
+        assert client.wait_for_service(timeout_sec=timeout)
+        future = client.call_async(Trigger.Request())
+        deadline = time.monotonic() + timeout
+        while not future.done() and time.monotonic() < deadline:
+            time.sleep(0.005)
+        return future.result()
+
+
+def _wait(pred, timeout, what):
+    deadline = time.monotonic() + timeout
+    while not pred():
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        time.sleep(0.002)
+
+
+def test_stop_mid_throw_over_dds(graph):
+    from std_msgs.msg import Bool
+
+    w = Watcher(graph)
+    deadline = time.monotonic() + 10
+    while not (res := w.call(w.start)).success:  # the graph needs a moment to discover itself
+        assert time.monotonic() < deadline, res.message
+        time.sleep(0.1)
+    _wait(lambda: len(w.goals) >= 8, 10, "8 policy steps of the episode")  # mid-throw
+    t_stop = time.perf_counter()
+    w.estop_pub.publish(Bool(data=True))
+    time.sleep(1.0)
+    with w.lock:
+        late = [t - t_stop for t, _ in w.commands if t > t_stop + PERIOD]
+    assert not late, f"{len(late)} commands arrived more than one control period after the stop (first at +{late[0]*1e3:.1f} ms)"
+    assert len(w.goals) < CFG.episode_steps  # the episode was cut short
+    # joints at rest: the twin's arms and hands no longer move
+    twin = graph.twin
+    speeds = [np.abs(dev.read(twin.twin.time).velocity).max() for dev in twin.devices.joint_groups.values()]
+    assert max(speeds) < 0.1, f"joint speeds {speeds} rad/s 1 s after the stop"
+    # latched: a start is refused; a reset while the estop is true is refused with the reason
+    assert not w.call(w.start).success
+    res = w.call(w.reset)
+    assert not res.success and "still true" in res.message
+    w.estop_pub.publish(Bool(data=False))
+    time.sleep(0.1)
+    assert w.call(w.reset).success
+    deadline = time.monotonic() + 5
+    while not (res := w.call(w.start)).success:
+        assert time.monotonic() < deadline, res.message
+        time.sleep(0.05)
+
+
+def test_bringup_command_runs_episodes_and_prints_results():
+    out = subprocess.run([sys.executable, "-m", "handover", "bringup", "--backend", "sim", "--episodes", "2"],
+                         capture_output=True, text=True, timeout=120, cwd=REPO)
+    assert out.returncode == 0, out.stderr[-2000:]
+    lines = out.stdout.splitlines()
+    assert sum(line.startswith("episode ") for line in lines) == 2
+    assert any(line.startswith("summary: ") for line in lines)
+    assert any("command loop period jitter" in line for line in lines)
+
+
+def test_installing_puts_the_launch_file_package_xml_and_ament_marker_where_ros2_launch_looks(tmp_path):
+    subprocess.run([sys.executable, "-m", "pip", "wheel", str(REPO), "--no-deps", "-q",
+                    "-w", str(tmp_path)], check=True, capture_output=True, timeout=300)
+    wheel = next(tmp_path.glob("handover-*.whl"))
+    names = zipfile.ZipFile(wheel).namelist()
+    data = next(n.split("/data/")[0] for n in names if "/data/" in n) + "/data/"
+    for path in ("share/ament_index/resource_index/packages/handover", "share/handover/package.xml",
+                 "share/handover/launch/bringup.launch.py", "lib/handover/handover_node"):
+        assert data + path in names, f"{path} missing from {wheel.name}"
+
+
+@pytest.mark.skipif(importlib.util.find_spec("launch_ros") is None,
+                    reason="launch_ros is not installed (no wheel on the package index; comes with a system ROS 2)")
+def test_launch_description_starts_the_node_sets():
+    from launch import LaunchContext
+
+    spec = importlib.util.spec_from_file_location("bringup_launch", REPO / "launch" / "bringup.launch.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    ld = module.generate_launch_description()
+    context = LaunchContext()
+    for entity in ld.entities[:-1]:
+        entity.visit(context)
+    nodes = ld.entities[-1].execute(context)
+    assert [n.node_executable for n in nodes] == ["handover_node"] * 3

@@ -29,7 +29,7 @@ def add_parser(sub) -> None:
     p.add_argument("--episodes", type=int, default=1, metavar="N", help="episodes to run (default: %(default)s)")
     p.add_argument("--measure-stop", type=int, default=0, metavar="K",
                    help="after the episodes, measure the stop latency over K stops (default: none)")
-    p.add_argument("--timeout", type=float, default=60.0, metavar="S", help="give up on an episode after S wall seconds")
+    p.add_argument("--timeout", type=float, default=20.0, metavar="S", help="give up on an episode after S wall seconds")
     p.set_defaults(func=run)
 
 

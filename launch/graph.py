@@ -189,7 +189,7 @@ def run_node(args) -> int:
         if args.set == "operator":
             from handover.launch.bringup import Operator, run_episodes
 
-            run_episodes(Operator(graph), args.episodes, timeout=60.0)
+            run_episodes(Operator(graph), args.episodes, timeout=20.0)
             return 0
         threading.Event().wait()
     except KeyboardInterrupt:

@@ -52,7 +52,7 @@ after the release the node is IDLE and publishes nothing until the next start.
 
 Stale inputs (receive times on the node's clock) while an episode is under way (BLEND to EPISODE)
 are a fault: the episode is aborted and the diagnostics name the group. A group is stale when its
-newest joint state is more than ``stale_periods`` control periods (default 5) older than the newest
+newest joint state is more than ``stale_periods`` control periods (default 15) older than the newest
 of the other groups (its driver stopped), or when no group has delivered for more than
 :data:`SILENT_PERIODS` periods (the cell stopped). Relative to the other groups, so that a process
 that stalls as a whole (a busy executor, a descheduled process) does not abort the episode; with
@@ -117,7 +117,7 @@ from handover.runtime.ros_interface import (
 
 NODE_NAME = "policy"
 KEYS = tuple((s, g) for s in SIDES for g in GROUPS)  # contract order: thrower arm, hand, catcher arm, hand
-STALE_PERIODS = 5.0  # default: a group this many control periods behind the newest group is stale
+STALE_PERIODS = 15.0  # default (0.25 s at 60 Hz): a group this many control periods behind the newest group is stale
 SILENT_PERIODS = 30.0  # no joint state from any group for this many control periods: all are stale
 PLACE_TIMEOUT_S = 5.0  # wall-clock limit for the twin's answer to place_object
 CLOCK_TOLERANCE_S = 1e-6  # a deadline counts as reached this close before it (see _LoopClock)

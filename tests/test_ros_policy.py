@@ -73,7 +73,8 @@ class _Probe:
         n = self.node
         for k in KEYS:
             n.create_subscription(JointState, t.joint_commands[k], self._rec_command(self.commands[k]), DEEP)
-        n.create_subscription(PointStamped, t.predicted_goal, self._rec(self.goals, lambda m: (m.point.x, m.point.y, m.point.z)),
+        n.create_subscription(PointStamped, t.predicted_goal,
+                              self._rec(self.goals, lambda m: (stamp_to_s(m.header.stamp), (m.point.x, m.point.y, m.point.z))),
                               DEEP)
         n.create_subscription(UInt32, t.episode_done, self._rec(self.done, lambda m: m.data), qos_events())
         n.create_subscription(String, t.twin_outcome, self._rec(self.outcomes, lambda m: json.loads(m.data)), qos_events())
@@ -228,7 +229,8 @@ def percentiles_ms(values) -> str:
 
 # Relaxed staleness for the tests that need a whole episode: this machine's two cores are shared
 # with other test runs, and the Python executors then delay single driver threads by 0.1 s and more.
-# The default (5 periods) is tested on its own below with a silenced driver.
+# The staleness rule itself is tested below with a silenced driver (at 15 periods, so that a slow
+# but live driver is not the one named).
 RELAXED_STALE = 30
 
 
@@ -285,9 +287,9 @@ def test_an_episode_over_ros_blends_without_a_jump_and_is_judged(cell_factory, n
     assert speed.max() <= 1.05 * peak, (speed.max(), peak)
     # The episode: a predicted goal per step; after it the last targets keep coming (holding).
     assert len(cell.probe.goals) == CFG.episode_steps
-    after = cmds[times > done[0][0]]
-    assert stamps.size == np.unique(stamps).size  # one command set per tick
-    assert after.shape[0] >= 2 and np.allclose(after[-1], after[0])
+    last_step = max(stamp for _, (stamp, _) in cell.probe.goals)
+    holding = cmds[stamps > last_step]
+    assert holding.shape[0] >= 3 and np.abs(holding - cmds[stamps == last_step]).max() == 0.0
     assert policy.phase.value == "idle"
     assert outcome["episode"] == 1 and isinstance(outcome["success"], bool) and len(outcome["object_position"]) == 3
     assert twin.outcomes == [outcome]

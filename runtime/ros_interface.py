@@ -132,8 +132,8 @@ def stamp_to_s(stamp) -> float:
 def s_to_stamp(t: float):
     from builtin_interfaces.msg import Time
 
-    sec = int(np.floor(t))
-    return Time(sec=sec, nanosec=int(round((t - sec) * 1e9)) % 1_000_000_000)
+    ns = int(round(t * 1e9))  # whole nanoseconds first: 0.999999999999997 s is 1 s, not 0 s
+    return Time(sec=ns // 1_000_000_000, nanosec=ns % 1_000_000_000)
 
 
 def joint_state_msg(names: Sequence[str], stamp_s: float, position, velocity=None, effort=None):

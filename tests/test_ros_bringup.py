@@ -30,6 +30,16 @@ def graph(ros_context):
     g.shutdown()
 
 
+@pytest.mark.parametrize("t", [0.0, 0.5, 60 * (1 / 60), 0.999999999999997, 12.3456789012])
+def test_stamps_round_to_whole_nanoseconds(t):
+    pytest.importorskip("builtin_interfaces", reason="ROS 2 messages are not installed")
+    from handover.runtime.ros_interface import s_to_stamp, stamp_to_s
+
+    stamp = s_to_stamp(t)
+    assert 0 <= stamp.nanosec < 1_000_000_000
+    assert stamp_to_s(stamp) == pytest.approx(t, abs=1e-9)
+
+
 class Watcher:
     """The external test node: records every joint command and predicted goal with its arrival time."""
 

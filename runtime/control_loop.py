@@ -45,6 +45,8 @@ class WallClock:
 class RosClock:
     """A node's ROS clock (follows ``/clock`` under ``use_sim_time``), in seconds."""
 
+    TOLERANCE_S = 1e-6  # a deadline counts as reached this close before it
+
     def __init__(self, clock, poll_s: float = 0.0005):
         self.clock = clock
         self.poll_s = poll_s
@@ -53,7 +55,11 @@ class RosClock:
         return self.clock.now().nanoseconds * 1e-9
 
     def sleep_until(self, t: float, stop: threading.Event) -> None:
+        # Under /clock the time moves in whole nanoseconds while deadlines are float sums
+        # t0 + k * period: a deadline 0.3 ns "in the future" must not cost a whole /clock period
+        # (and then two ticks on one simulation step), so it counts as reached 1 us early.
         sim = getattr(self.clock, "ros_time_is_active", False)  # /clock drives it: poll
+        t -= self.TOLERANCE_S
         while not stop.is_set() and (remaining := t - self.now()) > 0:
             stop.wait(self.poll_s) if sim else _sleep_towards(remaining, stop)
 

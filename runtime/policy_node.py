@@ -120,20 +120,6 @@ KEYS = tuple((s, g) for s in SIDES for g in GROUPS)  # contract order: thrower a
 STALE_PERIODS = 15.0  # default (0.25 s at 60 Hz): a group this many control periods behind the newest group is stale
 SILENT_PERIODS = 30.0  # no joint state from any group for this many control periods: all are stale
 PLACE_TIMEOUT_S = 5.0  # wall-clock limit for the twin's answer to place_object
-CLOCK_TOLERANCE_S = 1e-6  # a deadline counts as reached this close before it (see _LoopClock)
-
-
-class _LoopClock(RosClock):
-    """The node's ROS clock for the paced loop, waking up to :data:`CLOCK_TOLERANCE_S` before a
-    deadline. Under ``/clock`` the time arrives in steps of whole nanoseconds (the twin's control
-    periods) while the loop's deadlines are float sums ``t0 + k * period``: an exact comparison finds
-    about half of them 0.3 ns in the future and waits a whole ``/clock`` period, then runs the next
-    tick at once (two policy steps on one simulation step). (To be folded into :class:`RosClock`.)"""
-
-    def sleep_until(self, t: float, stop: threading.Event) -> None:
-        super().sleep_until(t - CLOCK_TOLERANCE_S, stop)
-
-
 class Phase(str, enum.Enum):
     IDLE = "idle"
     BLEND = "blend"
@@ -225,7 +211,7 @@ class PolicyNode(Node):
         self._diag_timer = self.create_timer(1.0, self._publish_diagnostics, callback_group=MutuallyExclusiveCallbackGroup())
 
         # -- loop state (loop thread only, except where noted) -------------------------------------
-        self._clock = _LoopClock(self.get_clock())
+        self._clock = RosClock(self.get_clock())
         self._loop = PacedLoop(self.period_s, self._clock)
         self._thread: Optional[threading.Thread] = None
         self._shutdown = threading.Event()

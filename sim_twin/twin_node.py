@@ -33,7 +33,6 @@ import math
 import threading
 
 import numpy as np
-from builtin_interfaces.msg import Time
 from diagnostic_msgs.msg import DiagnosticArray
 from rclpy.callback_groups import MutuallyExclusiveCallbackGroup
 from rclpy.node import Node
@@ -43,20 +42,12 @@ from std_srvs.srv import Trigger
 
 from handover.runtime.cell_config import CellConfig
 from handover.runtime.control_loop import PacedLoop, WallClock
-from handover.runtime.ros_interface import NodeState, Topics, diagnostics_msg, qos_events, qos_sensor
+from handover.runtime.ros_interface import NodeState, Topics, diagnostics_msg, qos_events, qos_sensor, s_to_stamp
 from handover.sim_twin.devices import TwinDevices
 from handover.sim_twin.success import judge
 from handover.sim_twin.twin import Twin
 
 NODE_NAME = "twin"
-
-
-def clock_stamp(t: float) -> Time:
-    """Simulation time ``t`` (s) as a ``builtin_interfaces/Time``, rounded to whole nanoseconds
-    first: the twin's time is a sum of physics steps (60 periods are 0.999999999999997 s), and
-    splitting before rounding would turn that into 0 s (a clock that jumps back by a second)."""
-    ns = int(round(t * 1e9))
-    return Time(sec=ns // 1_000_000_000, nanosec=ns % 1_000_000_000)
 
 
 class _LockedCamera:
@@ -170,7 +161,7 @@ class TwinNode(Node):
 
     def _publish_clock(self, t: float) -> None:
         if self._clock_pub is not None:
-            self._clock_pub.publish(Clock(clock=clock_stamp(t)))
+            self._clock_pub.publish(Clock(clock=s_to_stamp(t)))
 
     # -- services and events ----------------------------------------------------------------------
 

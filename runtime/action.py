@@ -7,9 +7,16 @@ Rules (``dynamic-handover-contract.md``, section "Action"); ``a`` is clipped to 
   the other thrower arm joints keep their previous target;
 - catcher arm ``cur[22:28] = prev[22:28] + 0.1 a[22:28]`` (relative);
 - catcher hand ``cur[28:44] = scale(a[28:44], lo[6:22], hi[6:22])`` (the thrower's hand limits);
+- the action moving average ``m`` (1.0 in the shipped config): ``cur[6:22] = m cur[6:22] + (1 - m)
+  prev[6:22]`` for the thrower hand and, **quirk**, ``cur[28:44] = m cur[22:38] + (1 - m) prev[22:38]``
+  for the catcher hand (the original adds 22 instead of 28 to the joint indices). The right-hand
+  side is a copy taken before the assignment. With m = 1 the catcher's hand slots 0..5 get the
+  catcher *arm* targets of this step and hand slots 6..15 the values scaled from the actions meant
+  for hand slots 0..9; actions 38..43 have no effect;
 - clamp thrower targets to the thrower's limits, catcher targets to the catcher's.
 
-The shipped config's action moving average is 1.0, i.e. no smoothing, so none is applied.
+Slots are the training simulator's DOF order (hand: index, thumb, middle, ring); the cell config
+names the physical joint of each slot.
 """
 
 from __future__ import annotations
@@ -17,6 +24,7 @@ from __future__ import annotations
 import numpy as np
 
 from handover.runtime.contract import (
+    ACTION_MOVING_AVERAGE,
     CATCHER_ARM_GAIN,
     DOFS,
     THROWER_ARM_GAIN,
@@ -39,18 +47,22 @@ class ActionMapper:
 
     def reset(self) -> np.ndarray:
         """Targets back to the default pose (clamped to the limits, which leaves every entry the
-        rules ever read unchanged: only three default hand joints lie outside their limits, and
-        hand targets are absolute). Returns a copy of the targets."""
+        rules ever read unchanged: only one default hand slot lies outside its limits (13, ring
+        joint_9.0), and hand targets are absolute). Returns a copy of the targets."""
         self.targets[:] = np.clip(self.spec.default, self.spec.lower, self.spec.upper)
         return self.targets.copy()
 
     def apply(self, action: np.ndarray) -> np.ndarray:
         """Map one 44-number raw action (thrower 0..21 ++ catcher 22..43) to new targets (rad)."""
         a = np.clip(np.asarray(action, dtype=np.float32).reshape(DOFS), -1.0, 1.0)
+        prev = self.targets.copy()
         cur = self.targets  # becomes this step's targets; until written, entries hold prev
         cur[1:3] += THROWER_ARM_GAIN * a[1:3]  # thrower arm joints 2 and 3, relative (quirk: gain 2)
         cur[22:28] += CATCHER_ARM_GAIN * a[22:28]  # catcher arm, relative
         cur[6:22] = (a[6:22] + 1.0) * self._hand_half + self._hand_lo  # thrower hand, absolute
         cur[28:44] = (a[28:44] + 1.0) * self._hand_half + self._hand_lo  # catcher hand, absolute
+        m = np.float32(ACTION_MOVING_AVERAGE)
+        cur[6:22] = m * cur[6:22] + (1 - m) * prev[6:22]
+        cur[28:44] = m * cur[22:38] + (1 - m) * prev[22:38]  # quirk: 22..37, not 28..43 (a copy: RHS first)
         np.clip(cur, self.spec.lower, self.spec.upper, out=cur)
         return cur.copy()

@@ -37,11 +37,15 @@ def _length(n: int) -> dict:
 
 @dataclass(frozen=True)
 class JointGroupConfig:
-    """One joint group (an arm or a hand) in contract order. Angles in rad."""
+    """One joint group (an arm or a hand) in contract slot order. Angles in rad, speeds in rad/s.
+
+    ``lower``/``upper``: the training position limits; ``velocity_limit``: the training speed limit
+    per joint (> 0), enforced by the twin and by the command gate."""
 
     joints: tuple[str, ...]
     lower: tuple[float, ...]
     upper: tuple[float, ...]
+    velocity_limit: tuple[float, ...]
     default: tuple[float, ...]
 
 
@@ -66,6 +70,10 @@ class SideConfig:
     @property
     def upper(self) -> tuple[float, ...]:
         return self.arm.upper + self.hand.upper
+
+    @property
+    def velocity_limit(self) -> tuple[float, ...]:
+        return self.arm.velocity_limit + self.hand.velocity_limit
 
     @property
     def default(self) -> tuple[float, ...]:
@@ -130,7 +138,8 @@ class TwinConfig:
 
     timestep_s: float = field(metadata={"positive": True})  # physics step; must divide the control period
     arm_stiffness: tuple[float, ...] = field(metadata=_length(6))  # N*m/rad (contract)
-    arm_damping: tuple[float, ...] = field(metadata=_length(6))  # N*m*s/rad
+    arm_damping: tuple[float, ...] = field(metadata=_length(6))  # N*m*s/rad (URDF <dynamics damping>)
+    arm_friction: tuple[float, ...] = field(metadata=_length(6))  # N*m, dry joint friction (URDF <dynamics friction>)
     arm_effort_limit: tuple[float, ...] = field(metadata=_length(6))  # N*m (robot-cell.md)
     hand_stiffness: float = field(metadata={"positive": True})  # N*m/rad (contract: 30)
     hand_damping: float = field(metadata={"positive": True})  # N*m*s/rad (contract: 1)
@@ -142,17 +151,30 @@ class TwinConfig:
 
 
 @dataclass(frozen=True)
+class GateConfig:
+    """The command gate (:mod:`handover.runtime.command_gate`) in front of every joint group."""
+
+    # A group that is following commands holds its measured position when no new command came for
+    # this many control periods.
+    stale_periods: float = field(metadata={"positive": True})
+
+
+@dataclass(frozen=True)
 class CellConfig:
     """The whole cell. ``source`` is the file it was loaded from (not a YAML key)."""
 
-    control_rate_hz: float  # policy rate, Hz (training: 60)
+    control_rate_hz: float  # policy rate, Hz (training: 20)
     episode_steps: int  # control steps per episode (training: 30)
+    # U(-1, 1) * history_noise (m) on the catcher's 12 object-history inputs per step, as the original
+    # adds always, in evaluation too (0.05); 0 turns it off.
+    history_noise: float
     thrower: SideConfig
     catcher: SideConfig
     object: ObjectConfig
     goal: tuple[float, ...] = field(metadata=_length(3))  # world frame, m
     models: ModelsConfig
     topics: TopicsConfig
+    gate: GateConfig
     twin: TwinConfig
     source: Path = field(default=Path("<memory>"), metadata={"not_a_key": True})
 
@@ -164,6 +186,11 @@ class CellConfig:
     def joint_names(self) -> tuple[str, ...]:
         """All 44 joint names in contract order (thrower 0..21, catcher 22..43)."""
         return self.thrower.joint_names + self.catcher.joint_names
+
+    @property
+    def velocity_limit(self) -> tuple[float, ...]:
+        """All 44 joint speed limits (rad/s), contract order."""
+        return self.thrower.velocity_limit + self.catcher.velocity_limit
 
 
 # ---------------------------------------------------------------------------------------------
@@ -276,7 +303,7 @@ class _Context:
         raise TypeError(f"unsupported config type {tp!r} at {key}")  # a bug in this module
 
     def check_group(self, g: JointGroupConfig, key: str, n: int) -> None:
-        for name in ("joints", "lower", "upper", "default"):
+        for name in ("joints", "lower", "upper", "velocity_limit", "default"):
             seq = getattr(g, name)
             if len(seq) != n:
                 self.fail(f"{key}.{name}", f"expected {n} entries, got {len(seq)}", list(seq))
@@ -287,6 +314,9 @@ class _Context:
                     f"lower limit must be below upper limit {key}.upper[{i}] = {hi!r}",
                     lo,
                 )
+        for i, v in enumerate(g.velocity_limit):
+            if not v > 0:
+                self.fail(f"{key}.velocity_limit[{i}]", "must be > 0 rad/s", v)
 
 
 _TOPIC_RE = re.compile(r"^/[A-Za-z0-9_/{}]+$")
@@ -297,6 +327,8 @@ def _check_cell(ctx: _Context, cfg: CellConfig) -> None:
         ctx.fail("control_rate_hz", "must be > 0", cfg.control_rate_hz)
     if cfg.episode_steps <= 0:
         ctx.fail("episode_steps", "must be > 0", cfg.episode_steps)
+    if not cfg.history_noise >= 0:
+        ctx.fail("history_noise", "must be >= 0 m", cfg.history_noise)
     seen: dict[str, str] = {}
     for side in ("thrower", "catcher"):
         for group in ("arm", "hand"):
@@ -321,6 +353,9 @@ def _check_twin(ctx: _Context, cfg: CellConfig) -> None:
         for i, v in enumerate(getattr(tw, name)):
             if not v > 0:
                 ctx.fail(f"twin.{name}[{i}]", "must be > 0", v)
+    for i, v in enumerate(tw.arm_friction):
+        if not v >= 0:
+            ctx.fail(f"twin.arm_friction[{i}]", "must be >= 0", v)
     tr = tw.tracker
     if tr.latency_s < 0:
         ctx.fail("twin.tracker.latency_s", "must be >= 0", tr.latency_s)

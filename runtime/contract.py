@@ -16,7 +16,9 @@ import numpy as np
 
 from handover.runtime.cell_config import CellConfig, SIDE_DOFS
 
-CONTRACT_VERSION = "dynamic-handover/1"
+# /2: the hand slots in the training simulator's DOF order (index, thumb, middle, ring), the
+# catcher-hand quirk of the action moving average, 20 Hz control.
+CONTRACT_VERSION = "dynamic-handover/2"
 
 DOFS = 2 * SIDE_DOFS  # 44
 FRAME_SIZE = 300  # one observation frame
@@ -38,6 +40,8 @@ CATCHER_PRED_GOAL = slice(150 + 110, 150 + 113)
 # Action rules (contract section "Action").
 THROWER_ARM_GAIN = 2.0  # rad per step per unit action (quirk), joints 1 and 2 only
 CATCHER_ARM_GAIN = 0.1  # rad per step per unit action, all six catcher arm joints
+ACTION_MOVING_AVERAGE = 1.0  # the shipped config's actionsMovingAverage (applied with the catcher quirk)
+HISTORY_NOISE = 0.05  # U(-1, 1) * 0.05 added per step to the catcher's 12 history entries (always, in evaluation too)
 
 PROPERTY_HISTORY_LEN = 20  # k: steps of (object position, 44 joint positions) for the property estimator
 PROPERTY_STEP_SIZE = 3 + DOFS  # 47 numbers per step

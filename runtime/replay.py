@@ -1,7 +1,10 @@
 """``handover contract replay IN.npz OUT.npz``: run a logged sequence through the contract.
 
 For operators who must check what a policy saw. Step 0 is the first step after start-up: object
-history and frame stack empty, targets at the default pose.
+history and frame stack empty, targets at the default pose. The replay adds no noise: the live
+policy's history noise (``history_noise`` in the cell config, fresh per step) is not in the log, so
+the catcher's 12 history inputs of each frame differ from a live run's by up to that amount; every
+other input and every target is reproduced exactly.
 
 IN (``.npz``):
     thrower_q (T, 22), catcher_q (T, 22)   measured joint positions, rad, contract order

@@ -11,7 +11,7 @@ import pytest
 
 from handover.runtime.action import ActionMapper
 from handover.runtime.cell_config import load_cell_config
-from handover.runtime.contract import ContractSpec
+from handover.runtime.contract import CONTRACT_VERSION, ContractSpec
 from handover.runtime.contract_state import ContractState
 from handover.runtime.observation import FrameStack, ObjectHistory, agent_inputs, build_frame
 
@@ -48,16 +48,27 @@ def test_frame_is_300_float32(spec):
 
 
 def test_thrower_hand_joints_are_unscaled_with_thrower_limits(spec):
+    # Hand slots are the simulator's DOF order: index joint_0.0-3.0 (slots 0-3, frame 6-9), thumb
+    # joint_12.0-15.0 (slots 4-7, frame 10-13), middle joint_4.0-7.0 (slots 8-11, frame 14-17),
+    # ring joint_8.0-11.0 (slots 12-15, frame 18-21). unscale(x) = (2x - hi - lo) / (hi - lo).
     hand = list(DEFAULT_HAND)
     hand[0] = 0.235  # joint_0.0 in [-0.47, 0.47]: (0.47 - 0) / 0.94 = 0.5
     hand[1] = 1.61  # joint_1.0 upper limit -> 1
     hand[2] = -0.174  # joint_2.0 lower limit -> -1
-    hand[12] = 0.8295  # joint_12.0 in [0.263, 1.396], midpoint -> 0
-    hand[13] = 1.7199185039090872  # joint_13.0 in [-0.105, 1.163]: (3.4398370 - 1.058) / 1.268 = 1.878420
+    # slot 3, joint_3.0 in [-0.227, 1.618], default 0.780414711365591:
+    #   (1.560829422731182 - 1.391) / 1.845 = 0.169829422731182 / 1.845 = 0.0920484
+    hand[4] = 0.8295  # thumb joint_12.0 in [0.263, 1.396], midpoint (0.263 + 1.396) / 2 -> 0
+    hand[5] = 1.7199185039090872  # thumb joint_13.0 in [-0.105, 1.163]: (3.4398370 - 1.058) / 1.268 = 1.878420
+    hand[8] = 0.47  # middle joint_4.0 in [-0.47, 0.47]: upper -> 1
+    # slot 13, ring joint_9.0 in [-0.196, 1.61], default 1.7199185039090872 (outside):
+    #   (3.4398370078 - 1.414) / 1.806 = 2.0258370078 / 1.806 = 1.1217259
     f = frame_for(spec, tq=q_side(hand=hand))
-    np.testing.assert_allclose(f[6:10], [0.5, 1.0, -1.0, f[9]], atol=1e-6)
-    assert f[18] == pytest.approx(0.0, abs=1e-6)
-    assert f[19] == pytest.approx(1.878420, abs=1e-5)  # not clipped in the frame itself
+    np.testing.assert_allclose(f[6:9], [0.5, 1.0, -1.0], atol=1e-6)
+    assert f[9] == pytest.approx(0.0920484, abs=1e-5)
+    assert f[10] == pytest.approx(0.0, abs=1e-6)
+    assert f[11] == pytest.approx(1.878420, abs=1e-5)  # not clipped in the frame itself
+    assert f[14] == pytest.approx(1.0, abs=1e-6)
+    assert f[19] == pytest.approx(1.1217259, abs=1e-5)  # the default's one out-of-limits slot, not clipped
 
 
 def test_quirk_thrower_arm_only_joints_2_and_3_visible_raw(spec):
@@ -84,11 +95,13 @@ def test_quirk_catcher_hand_is_unscaled_with_the_throwers_limits(spec):
         upper=np.concatenate([spec.upper[:28], np.full(16, 3.0, np.float32)]),
     )
     hand = list(DEFAULT_HAND)
-    hand[0] = 0.235  # thrower joint_0.0 limits [-0.47, 0.47] -> 0.5 (catcher limits would give 0.0783)
-    hand[4] = -0.47  # -> -1 (catcher limits: -0.1567)
+    hand[0] = 0.235  # slot 0, thrower joint_0.0 limits [-0.47, 0.47] -> 0.5 (catcher limits would give 0.0783)
+    hand[4] = 0.263  # slot 4, thumb joint_12.0 lower limit [0.263, 1.396] -> -1 (catcher limits: 0.0877)
+    hand[8] = -0.47  # slot 8, middle joint_4.0 [-0.47, 0.47] -> -1 (catcher limits: -0.1567)
     f = frame_for(other, cq=q_side(hand=hand))
-    assert f[156] == pytest.approx(0.5, abs=1e-6)
-    assert f[160] == pytest.approx(-1.0, abs=1e-6)
+    assert f[156] == pytest.approx(0.5, abs=1e-6)  # 150 + 6 + 0
+    assert f[160] == pytest.approx(-1.0, abs=1e-6)  # 150 + 6 + 4
+    assert f[164] == pytest.approx(-1.0, abs=1e-6)  # 150 + 6 + 8
 
 
 def test_quirk_catcher_arm_raw_with_joints_1_and_4_zeroed(spec):
@@ -182,12 +195,13 @@ def test_reset_targets_are_the_default_pose(spec):
     t = m.reset()
     np.testing.assert_allclose(t[0:6], DEFAULT_ARM, atol=1e-6)
     np.testing.assert_allclose(t[22:28], DEFAULT_ARM, atol=1e-6)
-    # Default hand entries inside their limits are kept as they are...
-    inside = [i for i in range(16) if i not in (4, 12, 13)]
-    np.testing.assert_allclose(t[[6 + i for i in inside]], [DEFAULT_HAND[i] for i in inside], atol=1e-6)
-    # ...the three default hand joints outside the training limits (joint_4.0 0.966 > 0.47,
-    # joint_12.0 -0.213 < 0.263, joint_13.0 1.720 > 1.163) are clamped: never commanded outside.
-    assert t[10] == pytest.approx(0.47) and t[18] == pytest.approx(0.263) and t[19] == pytest.approx(1.163)
+    # In slot order only one default hand entry lies outside its limits: slot 13, ring joint_9.0,
+    # 1.7199 > 1.61 (checked slot by slot in test_cell_config). All the others are kept as they are...
+    inside = [i for i in range(16) if i != 13]
+    for side in (6, 28):  # thrower hand 6..21, catcher hand 28..43 (reset has no catcher-hand quirk)
+        np.testing.assert_allclose(t[[side + i for i in inside]], [DEFAULT_HAND[i] for i in inside], atol=1e-6)
+        # ...and the one outside is clamped to joint_9.0's upper limit 1.61: never commanded outside.
+        assert t[side + 13] == pytest.approx(1.61)
 
 
 def test_thrower_hand_is_absolute_scale(spec):
@@ -239,9 +253,124 @@ def test_catcher_hand_scaled_with_thrower_hand_limits(spec):
     )
     m = ActionMapper(other)
     a = np.zeros(44, np.float32)
-    a[28], a[29] = 1.0, -1.0  # thrower joint_0.0 upper 0.47, joint_1.0 lower -0.196
+    # a[28], a[29] are scaled with the thrower's slot 0/1 limits (joint_0.0 upper 0.47, joint_1.0
+    # lower -0.196; the catcher's [-3, 3] would give 3 and -3) and, by the catcher-hand quirk
+    # (cur[28:44] = cur[22:38]), land in catcher hand slots 6 and 7 (44-index 34, 35), inside [-3, 3].
+    a[28], a[29] = 1.0, -1.0
     out = m.apply(a)
-    assert out[28] == pytest.approx(0.47) and out[29] == pytest.approx(-0.196)
+    assert out[34] == pytest.approx(0.47) and out[35] == pytest.approx(-0.196)
+    # The clamp after the quirk uses the catcher's limits per slot: hand slot 3 (44-index 31) gets the
+    # catcher arm joint4 target 3.141 (a[25] = 0 keeps it), clamped to the catcher's 3.0 here (the
+    # thrower's joint_3.0 upper 1.618 would not apply).
+    assert out[31] == pytest.approx(3.0)
+
+
+# Catcher-hand quirk (contract "Action"): with m = 1, cur[28:44] = cur[22:38] (a copy of this step's
+# values, before the clamp), then every catcher target is clamped to the catcher's limits per slot.
+# Hand slot limits (slot order, identical for both hands):
+#   0 joint_0.0 [-0.47, 0.47]    1 joint_1.0 [-0.196, 1.61]   2 joint_2.0 [-0.174, 1.709]  3 joint_3.0 [-0.227, 1.618]
+#   4 joint_12.0 [0.263, 1.396]  5 joint_13.0 [-0.105, 1.163] 6 joint_14.0 [-0.189, 1.644] 7 joint_15.0 [-0.162, 1.719]
+#   8 joint_4.0 [-0.47, 0.47]    9 joint_5.0 [-0.196, 1.61]  10 joint_6.0 [-0.174, 1.709] 11 joint_7.0 [-0.227, 1.618]
+#  12 joint_8.0 [-0.47, 0.47]   13 joint_9.0 [-0.196, 1.61]  14 joint_10.0 [-0.174, 1.709] 15 joint_11.0 [-0.227, 1.618]
+QUIRK_ARM = [0.5, -1.0, 0.3, 1.0, 0.2, -0.4]  # a[22:28]
+QUIRK_HAND = [0.5, -0.5, 0.2, -0.2, 1.0, -1.0, 0.0, 0.4, -0.6, 0.8]  # a[28:38]; a[38:44] set per test
+
+
+def quirk_action(tail=(0.9, -0.9, 0.3, -0.3, 0.7, -0.7)):
+    a = np.zeros(44, np.float32)
+    a[22:28] = QUIRK_ARM
+    a[28:38] = QUIRK_HAND
+    a[38:44] = tail
+    return a
+
+
+def test_quirk_catcher_hand_slots_0_to_5_get_the_catcher_arm_targets(spec):
+    m = ActionMapper(spec)
+    out = m.apply(quirk_action())
+    # Catcher arm, from the default [0, -0.09, -0.09, 3.141, 2.00, -1.57] + 0.1 * a[22:28]:
+    #   unclamped [0.05, -0.19, -0.06, 3.241, 2.02, -1.61]
+    #   clamped to the catcher arm limits [-0, 0.001] [-2.059, 2.0944] [-3.927, 0.19198] [3.140, 3.141]
+    #   [-1.69297, 3.14159] [-1.97, -1.17] -> [0.001, -0.19, -0.06, 3.141, 2.02, -1.61]
+    np.testing.assert_allclose(out[22:28], [0.001, -0.19, -0.06, 3.141, 2.02, -1.61], atol=1e-6)
+    # Catcher hand slots 0..5 (44-index 28..33) = the unclamped arm values (the copy is taken before
+    # the clamp), clamped to the hand slot limits:
+    #   slot 0 joint_0.0:  0.05  -> 0.05 (the arm's clamped 0.001 would mean the copy came after the clamp)
+    #   slot 1 joint_1.0: -0.19  -> -0.19
+    #   slot 2 joint_2.0: -0.06  -> -0.06
+    #   slot 3 joint_3.0:  3.241 -> upper 1.618
+    #   slot 4 joint_12.0: 2.02  -> upper 1.396
+    #   slot 5 joint_13.0: -1.61 -> lower -0.105
+    np.testing.assert_allclose(out[28:34], [0.05, -0.19, -0.06, 1.618, 1.396, -0.105], atol=1e-6)
+
+
+def test_quirk_catcher_hand_slots_6_to_15_get_the_actions_meant_for_slots_0_to_9(spec):
+    m = ActionMapper(spec)
+    out = m.apply(quirk_action())
+    # slot k (6..15) = scale(a[28 + k - 6], limits of hand slot k - 6), then clamped to slot k's limits;
+    # scale(a, lo, hi) = (a + 1) / 2 * (hi - lo) + lo.
+    expected = [
+        0.235,  # slot 6:  scale(0.5, joint_0.0) = 0.75 * 0.94 - 0.47 = 0.235; joint_14.0 keeps it
+        0.2555,  # slot 7:  scale(-0.5, joint_1.0) = 0.25 * 1.806 - 0.196 = 0.2555; joint_15.0 keeps it
+        0.47,  # slot 8:  scale(0.2, joint_2.0) = 0.6 * 1.883 - 0.174 = 0.9558 -> joint_4.0 upper 0.47
+        0.511,  # slot 9:  scale(-0.2, joint_3.0) = 0.4 * 1.845 - 0.227 = 0.511; joint_5.0 keeps it
+        1.396,  # slot 10: scale(1.0, joint_12.0) = 1.396; joint_6.0 keeps it
+        -0.105,  # slot 11: scale(-1.0, joint_13.0) = -0.105; joint_7.0 keeps it
+        0.47,  # slot 12: scale(0.0, joint_14.0) = 0.5 * 1.833 - 0.189 = 0.7275 -> joint_8.0 upper 0.47
+        1.1547,  # slot 13: scale(0.4, joint_15.0) = 0.7 * 1.881 - 0.162 = 1.1547; joint_9.0 keeps it
+        -0.174,  # slot 14: scale(-0.6, joint_4.0) = 0.2 * 0.94 - 0.47 = -0.282 -> joint_10.0 lower -0.174
+        1.4294,  # slot 15: scale(0.8, joint_5.0) = 0.9 * 1.806 - 0.196 = 1.4294; joint_11.0 keeps it
+    ]
+    np.testing.assert_allclose(out[34:44], expected, atol=1e-6)
+
+
+def test_quirk_catcher_hand_actions_38_to_43_have_no_effect(spec):
+    base = ActionMapper(spec).apply(quirk_action(tail=(0.0,) * 6))
+    for tail in [(1.0,) * 6, (-1.0,) * 6, (0.9, -0.9, 0.3, -0.3, 0.7, -0.7)]:
+        np.testing.assert_array_equal(ActionMapper(spec).apply(quirk_action(tail=tail)), base)
+
+
+def test_quirk_catcher_hand_follows_this_steps_arm_targets(spec):
+    m = ActionMapper(spec)
+    m.apply(quirk_action())
+    out = m.apply(quirk_action())
+    # Second step: prev arm = the clamped [0.001, -0.19, -0.06, 3.141, 2.02, -1.61] + 0.1 * a[22:28]
+    #   = [0.051, -0.29, -0.03, 3.241, 2.04, -1.65]
+    #   arm clamped: [0.001, -0.29, -0.03, 3.141, 2.04, -1.65]
+    #   hand slots 0..5: 0.051; -0.29 -> -0.196; -0.03; 3.241 -> 1.618; 2.04 -> 1.396; -1.65 -> -0.105
+    np.testing.assert_allclose(out[22:28], [0.001, -0.29, -0.03, 3.141, 2.04, -1.65], atol=1e-6)
+    np.testing.assert_allclose(out[28:34], [0.051, -0.196, -0.03, 1.618, 1.396, -0.105], atol=1e-6)
+
+
+def test_quirk_applies_to_the_catcher_only(spec):
+    # The same hand action on the thrower side maps straight: cur[6:22] = scale(a[6:22], lo[6:22], hi[6:22]).
+    m = ActionMapper(spec)
+    a = np.zeros(44, np.float32)
+    a[6:16] = QUIRK_HAND
+    a[16:22] = (0.9, -0.9, 0.3, -0.3, 0.7, -0.7)
+    out = m.apply(a)
+    expected = [
+        0.235,  # slot 0 joint_0.0: 0.75 * 0.94 - 0.47
+        0.2555,  # slot 1 joint_1.0: 0.25 * 1.806 - 0.196
+        0.9558,  # slot 2 joint_2.0: 0.6 * 1.883 - 0.174
+        0.511,  # slot 3 joint_3.0: 0.4 * 1.845 - 0.227
+        1.396,  # slot 4 joint_12.0: upper
+        -0.105,  # slot 5 joint_13.0: lower
+        0.7275,  # slot 6 joint_14.0: 0.5 * 1.833 - 0.189
+        1.1547,  # slot 7 joint_15.0: 0.7 * 1.881 - 0.162
+        -0.282,  # slot 8 joint_4.0: 0.2 * 0.94 - 0.47
+        1.4294,  # slot 9 joint_5.0: 0.9 * 1.806 - 0.196
+        1.61485,  # slot 10 joint_6.0: scale(0.9) = 0.95 * 1.883 - 0.174 = 1.78885 - 0.174
+        -0.13475,  # slot 11 joint_7.0: scale(-0.9) = 0.05 * 1.845 - 0.227 = 0.09225 - 0.227
+        0.141,  # slot 12 joint_8.0: scale(0.3) = 0.65 * 0.94 - 0.47 = 0.611 - 0.47
+        0.4361,  # slot 13 joint_9.0: scale(-0.3) = 0.35 * 1.806 - 0.196 = 0.6321 - 0.196
+        1.42655,  # slot 14 joint_10.0: scale(0.7) = 0.85 * 1.883 - 0.174 = 1.60055 - 0.174
+        0.04975,  # slot 15 joint_11.0: scale(-0.7) = 0.15 * 1.845 - 0.227 = 0.27675 - 0.227
+    ]
+    np.testing.assert_allclose(out[6:22], expected, atol=1e-6)
+    # a zero catcher action leaves the catcher arm at the default, so catcher hand slots 0..5 are
+    # the default arm [0, -0.09, -0.09, 3.141, 2.00, -1.57] clamped to hand slots 0..5:
+    # 0; -0.09; -0.09; 3.141 -> 1.618; 2.00 -> 1.396; -1.57 -> -0.105
+    np.testing.assert_allclose(out[28:34], [0.0, -0.09, -0.09, 1.618, 1.396, -0.105], atol=1e-6)
 
 
 def test_actions_are_clipped_to_plus_minus_1(spec):
@@ -277,8 +406,18 @@ def test_reset_restores_defaults_after_actions(spec):
 
 
 def test_limits_and_defaults_restate_robot_cell(spec):
-    # Spot checks against robot-cell.md (thrower joint3 range, catcher joint5 range, thumb joint_12.0).
+    # Spot checks against robot-cell.md (thrower joint3 range, catcher joint5 range, thumb joint_12.0
+    # at hand slot 4 = 44-index 6 + 4 = 10, ring joint_8.0 at hand slot 12 = 44-index 18).
     assert (spec.lower[2], spec.upper[2]) == pytest.approx((-1.0, -0.09))
     assert (spec.lower[26], spec.upper[26]) == pytest.approx((-1.69297, 3.14159265359))
-    assert (spec.lower[18], spec.upper[18]) == pytest.approx((0.263, 1.396))
+    assert (spec.lower[10], spec.upper[10]) == pytest.approx((0.263, 1.396))
+    assert (spec.lower[18], spec.upper[18]) == pytest.approx((-0.47, 0.47))
+    assert (spec.lower[32], spec.upper[32]) == pytest.approx((0.263, 1.396))  # catcher: 22 + 10
     np.testing.assert_allclose(spec.thrower_base, [0.0, 0.0, 0.2])
+    # joint_13.0's default (1.0139) is now hand slot 5 (44-index 11), joint_5.0's (1.3479) slot 9 (15).
+    assert spec.default[11] == pytest.approx(1.0139016439397597)
+    assert spec.default[15] == pytest.approx(1.347864170294202)
+
+
+def test_contract_version_names_the_slot_order_revision():
+    assert CONTRACT_VERSION == "dynamic-handover/2"

@@ -1,4 +1,5 @@
-"""``handover contract replay``: a logged live run replays to exactly what the policy saw."""
+"""``handover contract replay``: a logged live run replays to exactly what the policy saw (a run with the
+original's history noise: all but the catcher's 12 noisy history numbers per frame, which are not logged)."""
 
 import numpy as np
 import pytest
@@ -6,6 +7,7 @@ import yaml
 
 from handover.cli import main
 from handover.runtime.cell_config import DEFAULT_CONFIG_PATH
+from handover.runtime.contract_state import ContractNoise
 from handover.runtime.errors import InputError
 from handover.runtime.policy_networks import PolicyNetworks
 from handover.runtime.policy_step import PolicyStep
@@ -60,6 +62,55 @@ def test_step_0_starts_from_empty_stack_and_default_targets(spec, bundle_dir):
     # zero action: thrower arm keeps the default, hand goes to mid-range
     np.testing.assert_allclose(out["targets"][0, :6], [0.0, -0.09, -0.09, 3.141, 2.0, -1.57], atol=1e-6)
     assert out["targets"][0, 6] == pytest.approx(0.0, abs=1e-6)  # joint_0.0 mid of [-0.47, 0.47]
+    assert out["targets"][0, 10] == pytest.approx(0.8295, abs=1e-6)  # slot 4, thumb joint_12.0: mid of [0.263, 1.396]
+    # catcher: arm keeps the default; catcher-hand quirk (cur[28:44] = cur[22:38], then the clamp):
+    # slots 0..5 = default arm clamped to hand slots 0..5: 0; -0.09; -0.09; 3.141 -> 1.618 (joint_3.0);
+    # 2.00 -> 1.396 (joint_12.0); -1.57 -> -0.105 (joint_13.0);
+    # slots 6..15 = midpoints of hand slots 0..9, clamped to slots 6..15:
+    #   joint_0.0 0 | joint_1.0 (1.61 - 0.196) / 2 = 0.707 | joint_2.0 (1.709 - 0.174) / 2 = 0.7675 -> 0.47
+    #   (joint_4.0) | joint_3.0 (1.618 - 0.227) / 2 = 0.6955 | joint_12.0 0.8295 | joint_13.0 (1.163 - 0.105)
+    #   / 2 = 0.529 | joint_14.0 (1.644 - 0.189) / 2 = 0.7275 -> 0.47 (joint_8.0) | joint_15.0 (1.719 -
+    #   0.162) / 2 = 0.7785 | joint_4.0 0 | joint_5.0 0.707
+    np.testing.assert_allclose(out["targets"][0, 22:28], [0.0, -0.09, -0.09, 3.141, 2.0, -1.57], atol=1e-6)
+    np.testing.assert_allclose(
+        out["targets"][0, 28:44],
+        [0.0, -0.09, -0.09, 1.618, 1.396, -0.105,
+         0.0, 0.707, 0.47, 0.6955, 0.8295, 0.529, 0.47, 0.7785, 0.0, 0.707],
+        atol=1e-6,
+    )
+
+
+def test_replay_of_a_run_with_history_noise_differs_only_in_the_noisy_numbers(spec, bundle_dir):
+    """The replay tool rebuilds the noise-free observation: a live run with the original's history
+    noise (U(-1, 1) * 0.05 on the catcher's 12 history numbers, not logged) replays to the same
+    thrower inputs and targets; the catcher inputs differ only at the 12 history numbers of each of
+    the three stacked frames (catcher-part offsets 98..109 in blocks 0, 150, 300), by at most 0.05."""
+    step = PolicyStep(spec, PolicyNetworks.load(bundle_dir), ContractNoise(history=0.05), np.random.default_rng(5))
+    rng = np.random.default_rng(6)
+    goal = np.array([0.02, -0.95, 0.5], np.float32)
+    log = {k: [] for k in ("thrower_q", "catcher_q", "object_pos", "actions", "predicted_goal")}
+    seen = {k: [] for k in ("thrower_input", "catcher_input", "targets")}
+    for k in range(6):
+        q = (spec.default + rng.normal(0, 0.02, 44)).astype(np.float32)
+        obj = np.array([0.025, -0.38 - 0.04 * k, 0.45 + 0.01 * k], np.float32)
+        res = step.step(q[:22], q[22:], obj, goal)
+        for name, value in (("thrower_q", q[:22]), ("catcher_q", q[22:]), ("object_pos", obj),
+                            ("actions", res.action), ("predicted_goal", res.predicted_goal_world)):
+            log[name].append(value)
+        for name in seen:
+            seen[name].append(getattr(res, name))
+    arrays = {k: np.array(v, np.float32) for k, v in log.items()}
+    arrays["goal_pos"] = goal
+    out = replay(spec, arrays)
+    np.testing.assert_allclose(out["thrower_input"], np.array(seen["thrower_input"]), atol=1e-5)
+    np.testing.assert_allclose(out["targets"], np.array(seen["targets"]), atol=1e-5)
+    noisy = np.zeros(450, bool)
+    for block in (0, 150, 300):
+        noisy[block + 98:block + 110] = True
+    diff = np.array(seen["catcher_input"]) - out["catcher_input"]
+    np.testing.assert_allclose(diff[:, ~noisy], 0.0, atol=1e-5)
+    assert np.abs(diff[:, noisy]).max() <= 0.05 + 1e-6
+    assert np.abs(diff[:, 98:110]).min() > 0.0  # every step's current frame carries its own noise
 
 
 def test_cli_replay_writes_out(spec, bundle_dir, tmp_path, capsys):

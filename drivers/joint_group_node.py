@@ -7,10 +7,16 @@ One instance per group, node name ``{side}_{group}_driver`` (e.g. ``thrower_arm_
   (rad), velocities (rad/s) and efforts (N*m) where the device measures them, names as in the cell
   config. Stamp: the node clock's time of the read (ROS time; sim time under ``use_sim_time``).
 - ``/handover/{side}/{group}/joint_commands`` (``sensor_msgs/JointState``, in): position targets
-  (rad), matched by name; the device clamps them to the joint limits. Ignored (and counted) while
-  the safety stop is latched. A command that does not fit (missing names, lengths, not finite)
-  changes nothing, is logged with the topic and the names, and puts the node in ``fault`` until a
-  good command comes.
+  (rad), matched by name, through the device's command gate (:mod:`handover.runtime.command_gate`):
+  clamped to the joint limits, each joint's change per command limited to its velocity limit x the
+  control period. Ignored (and counted) while the safety stop is latched. A command the gate
+  refuses (duplicate, unknown or missing names, lengths, targets not finite) is not applied: the
+  device holds its measured position, the refusal is logged with the topic and the names, and the
+  node is in ``fault`` until a good command comes. The node keeps running.
+- Stale stream: the state timer polls the gate (:meth:`JointGroup.poll`); when the commands the
+  device was following stop for more than the gate's ``stale_s`` (stale periods x control period),
+  the device holds its measured position and the node reports ``holding`` saying the stream went
+  stale, until the next command (``running``).
 - The safety stop (:func:`~handover.runtime.estop.listen_for_stop`): a ``true`` on
   ``/handover/estop`` makes the device hold its measured position at once, in the estop callback
   itself. That callback has its own callback group (in a multi-threaded executor it never waits
@@ -19,7 +25,8 @@ One instance per group, node name ``{side}_{group}_driver`` (e.g. ``thrower_arm_
   step, so no command slips in after the hold. After the safety node's release the device keeps
   holding (``holding``) until the next command (``running``).
 - ``/diagnostics``: this node's state (``running``, ``holding``, ``estopped``, ``fault``) at 1 Hz
-  (wall time, so it keeps coming while sim time stands still) and on every change.
+  (wall time, so it keeps coming while sim time stands still) and on every change, with the gate's
+  counters (commands clamped, rate limited, stale holds) and its mode.
 
 Time: the device's ``now`` is seconds on the node clock, unless ``device_clock`` is given (a
 callable returning the device's own time, s): the twin paced to real time without ``/clock`` runs
@@ -48,13 +55,11 @@ from handover.runtime.estop import listen_for_stop
 from handover.runtime.ros_interface import (
     GROUPS,
     SIDES,
-    MessageError,
     NodeState,
     Topics,
     diagnostics_msg,
     joint_names,
     joint_state_msg,
-    positions_by_name,
     qos_command,
     qos_events,
     qos_sensor,
@@ -92,7 +97,9 @@ class JointGroupNode(Node):
 
     Public for tests and the bring-up: :attr:`state`, :attr:`detail`, :attr:`stopped`,
     :attr:`commands_applied`, :attr:`commands_ignored` (arrived while stopped),
-    :attr:`commands_rejected` (did not fit), :attr:`stop_events` (one ``(time.monotonic(),
+    :attr:`commands_rejected` (refused by the gate), :attr:`commands_clamped` and
+    :attr:`commands_rate_limited` (applied, but changed by the gate), :attr:`stale_holds` (holds
+    because the stream went stale), :attr:`stop_events` (one ``(time.monotonic(),
     time.perf_counter())`` per stop, taken right after the device's hold returned).
     """
 
@@ -124,6 +131,9 @@ class JointGroupNode(Node):
         self.commands_applied = 0
         self.commands_ignored = 0
         self.commands_rejected = 0
+        self.commands_clamped = 0
+        self.commands_rate_limited = 0
+        self.stale_holds = 0
         self.stop_events: list[tuple[float, float]] = []
         self._stopped = False
         self._status = (NodeState.HOLDING, "no command yet")  # (state, detail), replaced as a whole
@@ -214,17 +224,17 @@ class JointGroupNode(Node):
                 self.commands_ignored += 1
                 return
             try:
-                self.device.command(positions_by_name(msg, self.names, self.command_topic), now)
+                self.device.command_by_name(list(msg.name), list(msg.position), now)
             except DeviceError as exc:  # the device itself (FAULT, STOPPED, ...)
                 error = f"{self.command_topic}: command failed: {exc}"
-            except MessageError as exc:  # names or lengths do not fit; names the topic and the names
+            except ValueError as exc:  # refused by the gate (names, lengths, not finite); the device holds
                 self.commands_rejected += 1
-                error = f"command rejected: {exc}"
-            except ValueError as exc:  # a target is not finite (the device says which joint)
-                self.commands_rejected += 1
-                error = f"{self.command_topic}: command rejected: {exc}"
+                error = f"{self.command_topic}: command rejected: {exc}; holding the measured position"
             else:
                 self.commands_applied += 1
+                gate = self.device.last_gate
+                self.commands_clamped += bool(gate is not None and gate.clamped)
+                self.commands_rate_limited += bool(gate is not None and gate.rate_limited)
             changed = (self._set_locked(NodeState.FAULT, error) if error
                        else self._set_locked(NodeState.RUNNING, "following commands"))
         if error:
@@ -234,18 +244,31 @@ class JointGroupNode(Node):
 
     def _on_state_timer(self) -> None:
         now = self._now()
+        device_now = now if self.device_clock is None else self.device_clock()
         changed = False
         with self._lock:
+            js = None
             try:
-                js = self.device.read(now if self.device_clock is None else self.device_clock())
+                js = self.device.read(device_now)
+                stale = self.device.poll(device_now)  # holds if the followed stream went stale
             except DeviceError as exc:
-                js = None
+                action = "read" if js is None else "stale-stream hold"
                 if not self._reports_device_fault_locked():  # else keep the first, most telling message
-                    changed = self._set_locked(NodeState.FAULT, f"read failed: {exc}")
+                    changed = self._set_locked(NodeState.FAULT, f"{action} failed: {exc}")
+            else:
+                if stale:
+                    self.stale_holds += 1
+                    if self._status[0] is NodeState.RUNNING:
+                        changed = self._set_locked(NodeState.HOLDING,
+                                                   f"{self.command_topic}: {stale}; holding the measured position")
         if js is not None:
             self._state_pub.publish(joint_state_msg(self.names, now, js.position, js.velocity, js.effort))
         if changed:
-            self.get_logger().error(f"{self.get_name()}: {self._status[1]}")
+            state, detail = self._status
+            if state is NodeState.FAULT:
+                self.get_logger().error(f"{self.get_name()}: {detail}")
+            else:
+                self.get_logger().warning(f"{self.get_name()}: {detail}")
             self._publish_diagnostics()
 
     # -- state and diagnostics -------------------------------------------------------------------
@@ -261,10 +284,16 @@ class JointGroupNode(Node):
         self._status = (state, detail)
         return changed
 
+    def _gate_mode(self) -> str:
+        gate = self.device.gate_state
+        return "holding" if gate is None else gate.mode.value
+
     def _publish_diagnostics(self) -> None:
         values = {"device": self.device.name, "device_lifecycle": self.device.state.value,
                   "commands_applied": self.commands_applied, "commands_ignored_while_stopped": self.commands_ignored,
-                  "commands_rejected": self.commands_rejected, "stops": len(self.stop_events),
+                  "commands_rejected": self.commands_rejected, "commands_clamped": self.commands_clamped,
+                  "commands_rate_limited": self.commands_rate_limited, "stale_holds": self.stale_holds,
+                  "gate": self._gate_mode(), "stops": len(self.stop_events),
                   "joint_states": self.state_topic, "joint_commands": self.command_topic}
         with self._diag_lock:
             state, detail = self._status

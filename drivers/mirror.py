@@ -64,6 +64,10 @@ class MirrorJointGroup(_MirrorMixin, JointGroup):
       feedback was dropped, stamp included; commands keep working. If nothing was ever measured,
       reads return ``initial`` stamped ``-inf`` (no measurement yet).
     - The physical state survives ``close()``: a reconnected mirror is where it was left.
+    - What it mirrors is what passed the command gate of :class:`JointGroup` (clamped, each
+      command's change limited to ``velocity_limit x control_period_s`` of :attr:`info`, holds of a
+      stale stream): a test that wants raw jumps gives the mirror an ``info`` with large velocity
+      limits and stale periods.
     """
 
     def __init__(

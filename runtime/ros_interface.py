@@ -154,9 +154,18 @@ class MessageError(ValueError):
 
 
 def positions_by_name(msg, names: Sequence[str], topic: str) -> np.ndarray:
-    """The positions of ``names`` (in that order) from a JointState; raises :class:`MessageError`."""
+    """The positions of ``names`` (in that order) from a JointState; raises :class:`MessageError`
+    when lengths differ, a name appears twice (which value counts would be a guess) or one of
+    ``names`` is missing. Other names in the message are ignored (a joint state may carry more).
+
+    Joint *commands* are not parsed here: a driver hands names and positions to its device's
+    command gate (:meth:`~handover.drivers.joint_group.JointGroup.command_by_name`), which also
+    refuses names that are not in the group."""
     if len(msg.position) != len(msg.name):
         raise MessageError(f"{topic}: {len(msg.name)} names but {len(msg.position)} positions")
+    if len(set(msg.name)) != len(msg.name):
+        duplicates = sorted({n for n in msg.name if list(msg.name).count(n) > 1})
+        raise MessageError(f"{topic}: duplicate joint names {duplicates} (got {list(msg.name)})")
     index = {n: i for i, n in enumerate(msg.name)}
     missing = [n for n in names if n not in index]
     if missing:

@@ -3,11 +3,14 @@ lag, dropped feedback, tracker latency and invalid frames. Units: rad, s, m."""
 
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 import pytest
 
 from handover.drivers.conformance import (
     JointGroupConformance,
+    check_command_gate,
     JointGroupHarness,
     ObjectTrackerConformance,
     ObjectTrackerHarness,
@@ -35,13 +38,21 @@ class Clock:
 
 
 def info_of(group: JointGroupConfig) -> JointGroupInfo:
-    """Names and limits of a cell joint group (the mirror sets the provides_* flags itself)."""
-    return JointGroupInfo.from_config(group, provides_velocity=False, provides_effort=False)
+    """Names, limits and gate settings of a cell joint group (the mirror sets the provides_* flags itself)."""
+    return JointGroupInfo.from_config(group, provides_velocity=False, provides_effort=False,
+                                      gate=CFG.gate, control_period_s=CFG.control_period_s)
 
 
 def mirror_of(group: JointGroupConfig, name: str, **kwargs) -> MirrorJointGroup:
-    """A mirror of a cell joint group starting at its default pose."""
+    """A mirror of a cell joint group starting at its default pose, behind the cell's command gate."""
     return MirrorJointGroup(info_of(group), name, initial=np.array(group.default), **kwargs)
+
+
+def ungated_mirror_of(group: JointGroupConfig, name: str, **kwargs) -> MirrorJointGroup:
+    """The same with a gate that only clamps (1e6 rad/s, never stale): for the mirror's own timing
+    tests, which jump between far targets at arbitrary times."""
+    info = dataclasses.replace(info_of(group), velocity_limit=(1e6,) * len(group.joints), stale_periods=1e9)
+    return MirrorJointGroup(info, name, initial=np.array(group.default), **kwargs)
 
 
 # -------------------------------------------------------------------------------------------------
@@ -95,7 +106,7 @@ class TestMirrorObjectTracker(ObjectTrackerConformance):
 
 @pytest.fixture
 def arm() -> MirrorJointGroup:
-    device = mirror_of(CFG.catcher.arm, "arm", lag_s=0.25)
+    device = ungated_mirror_of(CFG.catcher.arm, "arm", lag_s=0.25)
     device.configure()
     device.activate()
     return device
@@ -199,6 +210,52 @@ def test_constructor_rejects_bad_values(kwargs):
     args = {"info": info_of(CFG.catcher.arm), "name": "arm", "initial": np.zeros(6)} | kwargs
     with pytest.raises(ValueError, match="arm"):
         MirrorJointGroup(**args)
+
+
+# -------------------------------------------------------------------------------------------------
+# The command gate on a mirror, with the cell's numbers
+
+
+def test_check_command_gate_runs_every_check_on_one_device():
+    """The one-function form of the gate checks (what a backend without the class suite calls)."""
+    clock = Clock(t=5.0)
+    device = mirror_of(CFG.catcher.hand, "hand", lag_s=0.02)
+    check_command_gate(JointGroupHarness(device=device, now=clock.now, advance=clock.advance, settle_s=0.05,
+                                         tolerance=1e-9))
+    assert device.state is Lifecycle.UNCONFIGURED
+
+
+def test_hold_at_default_hand_pose_keeps_it_outside_limits_then_one_step_clamps_it():
+    """The default hand pose has ring joint_9.0 at 1.7199 rad, above its upper limit 1.61 rad. A hold
+    targets it as is; the next command for the default pose clamps it to 1.61 (0.11 rad: within one
+    3.0 rad/s x 0.05 s = 0.15 rad step)."""
+    device = mirror_of(CFG.catcher.hand, "hand")
+    device.configure()
+    device.activate()
+    k = CFG.catcher.hand.joints.index("catcher/joint_9.0")
+    default = np.array(CFG.catcher.hand.default)
+    assert default[k] > CFG.catcher.hand.upper[k]
+    held = device.hold(0.0)
+    np.testing.assert_array_equal(held, default)
+    sent = device.command(default, 0.05)
+    assert sent[k] == CFG.catcher.hand.upper[k] == 1.61
+    assert device.last_gate.clamped == ("catcher/joint_9.0",) and device.last_gate.rate_limited == ()
+
+
+def test_stale_stream_holds_where_the_mirror_is():
+    """Commands every 0.05 s, then none: a poll 0.1 s after the last is not stale (<= 3 x 0.05 s),
+    one 0.2 s after it holds the measured position."""
+    device = mirror_of(CFG.thrower.hand, "hand", lag_s=0.02)
+    device.configure()
+    device.activate()
+    target = np.array(CFG.thrower.hand.default) + 0.05
+    for t in (0.0, 0.05, 0.1):
+        device.command(target, t)
+    assert device.poll(0.2) is None
+    reason = device.poll(0.3)
+    assert "stale" in reason and "0.2 s" in reason
+    np.testing.assert_array_equal(device.gate_state.reference, device.read(0.3).position)
+    assert device.gate_state.mode.value == "holding" and device.stale_holds == 1
 
 
 @pytest.fixture

@@ -46,14 +46,17 @@ class SimBackend(Protocol):
 class TwinJointGroup(JointGroup):
     def __init__(self, twin: SimBackend, side: str, group: str):
         group_cfg = getattr(getattr(twin.cfg, side), group)
-        info = JointGroupInfo.from_config(group_cfg, provides_velocity=True, provides_effort=twin.provides_effort)
+        info = JointGroupInfo.from_config(group_cfg, provides_velocity=True, provides_effort=twin.provides_effort,
+                                          gate=twin.cfg.gate, control_period_s=twin.cfg.control_period_s)
         super().__init__(info, name=f"{twin.name}/{side}/{group}")
         self.twin = twin
         self._index = np.array([twin.cfg.joint_names.index(n) for n in group_cfg.joints])  # by name
 
     def _on_read(self, now: float) -> JointState:
         position, velocity, effort = self.twin.read_joints(self._index)
-        return JointState(stamp=self.twin.time, position=position, velocity=velocity, effort=effort)
+        # When the sample was measured: the twin's jittered timing hands out older samples.
+        stamp = getattr(self.twin, "read_stamp", self.twin.time)
+        return JointState(stamp=stamp, position=position, velocity=velocity, effort=effort)
 
     def _on_command(self, targets: np.ndarray, now: float) -> None:
         self.twin.set_targets(self._index, targets)

@@ -10,11 +10,18 @@ The scene (one sim, one env, env frame = the cell's world frame, z up, m, rad, s
 
 - the two robots from :mod:`handover.sim_twin.urdf` (the same kinematics, masses and collision
   shapes as the MuJoCo twin), fixed at their base pose and yaw, actors ``thrower`` and
-  ``catcher``; gravity disabled on them (``disable_gravity``: the xArm controller and the Allegro
-  driver compensate gravity, like ``gravcomp`` in the MuJoCo twin); every DOF in
-  ``DOF_MODE_POS`` with the contract's gains from ``cfg.twin`` (arm stiffness/damping/effort per
-  joint, hand stiffness 30, damping 1, effort 5) and velocity limits 3.14 rad/s (arm) and
-  3.0 rad/s (hand);
+  ``catcher``. Asset options as the original's (dynamic-handover-contract.md, "Rates and low-level
+  control"): ``fix_base_link``, ``disable_gravity`` (the xArm controller and the Allegro driver
+  compensate gravity, like ``gravcomp`` in the MuJoCo twin), ``collapse_fixed_joints`` (each
+  moving link is one rigid body with its fixed children: ``link6`` carries the palm ``base_link``,
+  each ``link_N.0`` its tip; 23 bodies per robot), ``thickness`` 0.001, ``angular_damping`` 0.01,
+  ``use_physx_armature`` with armature 0 (the original's URDF gives none).
+- DOF properties, per joint by name: ``DOF_MODE_POS``; arm stiffness ``twin.arm_stiffness`` (the
+  contract's 100, 100, 64, 64, 64, 40), damping ``twin.arm_damping`` and friction
+  ``twin.arm_friction`` (the original's URDF ``<dynamics damping="1.0" friction="1.0">``, also
+  written into the generated URDFs), effort ``twin.arm_effort_limit``; hand stiffness 30, damping 1,
+  friction 0, effort 5 (``twin.hand_*``); velocity: the config's ``velocity_limit`` of that joint
+  (arm 3.14, hand 3.0 rad/s); position limits: the config's training limits (from the URDF).
 - a pedestal box under each arm base, a ground plane, and the object: ``cfg.twin.object``
   (cube: ``create_box``, sphere: ``create_sphere``, cylinder: a URDF cylinder of radius ``size``
   and height ``2 * size`` -- IsaacGym has no cylinder primitive, and a capsule of that height
@@ -23,17 +30,39 @@ The scene (one sim, one env, env frame = the cell's world frame, z up, m, rad, s
   or robot-pedestal contacts), the object has filter 0 and touches everything, like the MuJoCo
   twin's contact bits.
 
-Time: the original environment's rates. ``SimParams.dt`` is a third of the control period
-(``controlFrequencyInv: 3``) with 2 substeps, so PhysX steps 1/360 s, the MuJoCo twin's timestep.
-:attr:`IsaacGymTwin.time` counts physics steps since the last :meth:`~IsaacGymTwin.reset` (the
-MuJoCo twin's clock also restarts at 0).
+Joint velocity limits: the DOF ``velocity`` property is PhysX's maximum joint velocity, enforced
+by the solver with impulses inside each substep, a *soft* constraint (a joint may exceed it
+briefly, e.g. under contact or limit impulses). The MuJoCo twin, which has no such limit, clamps
+the joint velocities *hard* after each physics step and re-integrates the positions from the
+step's start with the clamped velocities (:mod:`handover.sim_twin.twin`). So the two twins can
+differ whenever a joint is pushed past its speed limit (PhysX lets it overshoot a little).
+
+Time: the original's simulation parameters, hard-coded in its code base: ``SimParams.dt`` 1/60 s
+(a third of the 50 ms control period: ``controlFrequencyInv: 3``), 2 substeps, so PhysX integrates
+1/120 s steps, the MuJoCo twin's timestep (``cfg.twin.timestep_s``); position targets persist
+until changed, so targets set once per control step act through all its 6 substeps. PhysX: TGS solver, 8 position / 0 velocity
+iterations, contact offset 0.002 m, rest offset 0, bounce threshold 0.2 m/s, contacts collected
+on the last substep (``CC_LAST_SUBSTEP``). :attr:`IsaacGymTwin.time` counts ``simulate`` steps
+since the last :meth:`~IsaacGymTwin.reset` (the MuJoCo twin's clock also restarts at 0).
+
+Episode parameters (:class:`~handover.sim_twin.twin.EpisodeParams`, the MuJoCo twin's meaning):
+the object's mass, friction and scale; both hands' gains; the thrower's per-joint stiffness and
+damping factors and limit offsets, and per-link mass and friction factors
+(:class:`~handover.sim_twin.twin.ThrowerRandomization`: DOF, rigid-body and rigid-shape
+properties of the ``thrower`` actor; a merged body whose parts get different mass factors gets
+their combined mass, centre of mass and inertia, :func:`~handover.sim_twin.urdf.merged_inertial`);
+``gravity_offset``, added to the sim's gravity (``set_sim_params``; the robots ignore gravity, so
+it acts on the object). :meth:`~IsaacGymTwin.reset` applies them with the robots at the default
+pose; :meth:`~IsaacGymTwin.place_object` applies them and puts the object back at its start
+without moving the robots.
 
 State access uses the CPU pipeline's per-actor numpy API (``get_actor_dof_states``,
 ``set_actor_dof_position_targets``, ``get_actor_rigid_body_states``, ...) on the PhysX CPU or GPU
-solver (``device``); every DOF is found by name (``find_actor_dof_index``), never by position.
-Efforts are PhysX's DOF forces (``enable_actor_dof_force_sensors`` + ``get_actor_dof_forces``:
-the joint force along each DOF, drive and constraint forces together), provided only when PhysX
-accepts the force sensors.
+solver (``device``); every DOF, rigid body and shape is found by name
+(``find_actor_dof_index``, ``get_actor_rigid_body_names``), never by position. Efforts are
+PhysX's DOF forces (``enable_actor_dof_force_sensors`` + ``get_actor_dof_forces``: the joint
+force along each DOF, drive and constraint forces together), provided only when PhysX accepts the
+force sensors.
 """
 
 from __future__ import annotations
@@ -48,14 +77,16 @@ import numpy as np
 
 from handover.runtime.cell_config import CellConfig
 from handover.sim_twin.camera_model import CameraModel
-from handover.sim_twin.model import home_qpos
 from handover.sim_twin.devices import GROUPS, TwinDevices
-from handover.sim_twin.twin import EpisodeParams
+from handover.sim_twin.model import home_joints
+from handover.sim_twin.twin import EpisodeParams, ThrowerRandomization
 from handover.sim_twin.urdf import (
-    ARM_VELOCITY_LIMIT,
-    HAND_VELOCITY_LIMIT,
     SIDES,
+    BodyPart,
+    collapsed_bodies,
+    merged_inertial,
     object_urdf,
+    randomizable_links,
     urdf_joint_name,
     write_urdfs,
 )
@@ -65,7 +96,9 @@ ISAACGYM_MISSING = "IsaacGym is not installed (Python 3.8 only, from NVIDIA's si
 
 STEPS_PER_CONTROL = 3  # simulate() calls per control period (the original's controlFrequencyInv)
 SUBSTEPS = 2  # PhysX substeps per simulate() (the original's sim.substeps)
+GRAVITY = (0.0, 0.0, -9.81)  # m/s^2, nominal; EpisodeParams.gravity_offset is added
 ROBOT_FILTER = 1  # collision filter bit of robots and pedestals; the object has 0
+ROBOT_FRICTION = 1.0  # robot shapes' friction: MuJoCo's default geom friction, which the twin's robots have
 PEDESTAL_HALF_SIDE = 0.12  # m, as in the MuJoCo twin
 OBJECT_RGB = (0.95, 0.45, 0.1)
 
@@ -111,6 +144,38 @@ def _nominal_object_inertia(shape: str, size: float, mass: float) -> np.ndarray:
 
 
 @dataclass
+class _Body:
+    """One rigid body of a robot actor (fixed joints merged): its actor body index, its URDF parts,
+    the actor shape indices of each part, and its nominal mass (kg), centre of mass (3, m, body
+    frame) and inertia (3, 3, kg*m^2, about the centre of mass) as IsaacGym loaded them."""
+
+    name: str
+    index: int
+    parts: List[BodyPart]
+    shapes: Dict[str, List[int]]  # URDF link -> actor shape indices
+    mass: float
+    com: np.ndarray
+    inertia: np.ndarray
+
+
+def _vec3_np(v) -> np.ndarray:
+    return np.array([v.x, v.y, v.z], dtype=np.float64)
+
+
+def _mat33_np(m) -> np.ndarray:
+    """An IsaacGym ``Mat33`` (rows ``x``, ``y``, ``z``) as a numpy (3, 3) array."""
+    return np.array([[m.x.x, m.x.y, m.x.z], [m.y.x, m.y.y, m.y.z], [m.z.x, m.z.y, m.z.z]], dtype=np.float64)
+
+
+def _np_mat33(gymapi, a: np.ndarray):
+    m = gymapi.Mat33()
+    m.x = gymapi.Vec3(*(float(v) for v in a[0]))
+    m.y = gymapi.Vec3(*(float(v) for v in a[1]))
+    m.z = gymapi.Vec3(*(float(v) for v in a[2]))
+    return m
+
+
+@dataclass
 class _Robot:
     """One robot actor: its handle, the actor DOF index of each of the side's 22 joints (contract
     order), and the full position-target array that is sent to IsaacGym."""
@@ -139,6 +204,8 @@ class IsaacGymTwin:
         self.device = device
         self.headless = headless
         self.joint_names = cfg.joint_names
+        # The keys of ThrowerRandomization's per-link factors (EpisodeParams.sample_training).
+        self.thrower_links = randomizable_links("thrower")
         self.steps_per_control = STEPS_PER_CONTROL
         self.physics_dt = cfg.control_period_s / STEPS_PER_CONTROL
         self.gym = gymapi.acquire_gym()
@@ -168,17 +235,20 @@ class IsaacGymTwin:
         sp.dt = self.physics_dt
         sp.substeps = SUBSTEPS
         sp.up_axis = gymapi.UP_AXIS_Z
-        sp.gravity = gymapi.Vec3(0.0, 0.0, -9.81)
+        sp.gravity = gymapi.Vec3(*GRAVITY)
         sp.use_gpu_pipeline = False  # per-actor numpy API; the solver may still run on the GPU
         sp.physx.use_gpu = use_gpu
-        # Usual settings of IsaacGym's dexterous-hand tasks (TGS solver, small contact offset).
-        sp.physx.solver_type = 1
+        # The original's PhysX settings (contract, "Rates and low-level control").
+        sp.physx.solver_type = 1  # TGS
         sp.physx.num_position_iterations = 8
         sp.physx.num_velocity_iterations = 0
-        sp.physx.num_threads = 4
         sp.physx.contact_offset = 0.002
         sp.physx.rest_offset = 0.0
         sp.physx.bounce_threshold_velocity = 0.2
+        sp.physx.contact_collection = gymapi.CC_LAST_SUBSTEP
+        # Not in the contract: the usual values of IsaacGym's dexterous-hand task configs (CPU threads,
+        # GPU buffer sizes, the cap on the depenetration speed), unverified against the original's yaml.
+        sp.physx.num_threads = 4
         sp.physx.max_depenetration_velocity = 1000.0
         sp.physx.default_buffer_size_multiplier = 5.0
         graphics_device = -1 if self.headless else compute_device
@@ -204,12 +274,16 @@ class IsaacGymTwin:
         folder = Path(self._assets_dir.name)
         urdfs = write_urdfs(cfg, folder)
 
-        robot_opts = gymapi.AssetOptions()
+        robot_opts = gymapi.AssetOptions()  # the original's asset options (module docstring)
         robot_opts.fix_base_link = True
         robot_opts.disable_gravity = True  # gravity compensation, as in the MuJoCo twin
-        robot_opts.collapse_fixed_joints = False  # keep base_link, palm, palm_center and the tips
-        robot_opts.default_dof_drive_mode = int(gymapi.DOF_MODE_POS)
+        robot_opts.collapse_fixed_joints = True  # link6 + base_link (+ palm frames), link_N.0 + tip
+        robot_opts.thickness = 0.001
+        robot_opts.angular_damping = 0.01
+        robot_opts.use_physx_armature = True
         robot_opts.armature = 0.0
+        robot_opts.flip_visual_attachments = False
+        robot_opts.default_dof_drive_mode = int(gymapi.DOF_MODE_POS)
         robot_opts.override_com = False
         robot_opts.override_inertia = False
         robot_assets = {side: self._load(folder, urdfs[side].name, robot_opts) for side in SIDES}
@@ -217,6 +291,7 @@ class IsaacGymTwin:
         self.env = gym.create_env(self.sim, gymapi.Vec3(-2.0, -3.0, 0.0), gymapi.Vec3(2.0, 2.0, 2.0), 1)
         self._robots: Dict[str, _Robot] = {}
         self._nominal_dof_props: Dict[str, Any] = {}
+        self._bodies: Dict[str, List[_Body]] = {}
         efforts_ok = True
         for side in SIDES:
             side_cfg = getattr(cfg, side)
@@ -230,8 +305,9 @@ class IsaacGymTwin:
             efforts_ok = bool(gym.enable_actor_dof_force_sensors(self.env, handle)) and efforts_ok
             shapes = gym.get_actor_rigid_shape_properties(self.env, handle)
             for shape in shapes:
-                shape.friction = 1.0  # MuJoCo's default geom friction, which the twin's robots have
+                shape.friction = ROBOT_FRICTION
             gym.set_actor_rigid_shape_properties(self.env, handle, shapes)
+            self._bodies[side] = self._map_bodies(side, handle)
             self._create_pedestal(side, side_cfg.base_position)
         self.provides_effort = efforts_ok
         self._create_object(folder)
@@ -255,24 +331,55 @@ class IsaacGymTwin:
         return _Robot(side, handle, dof, np.zeros(len(names), dtype=np.float32), hand)
 
     def _configure_drives(self, robot: _Robot) -> None:
-        """PD position drives with the contract's gains and the limits of robot-cell.md/contract."""
-        tw = self.cfg.twin
-        n_arm = len(getattr(self.cfg, robot.side).arm.joints)
+        """The original's DOF properties (module docstring), every value taken for the joint's name."""
+        cfg, tw = self.cfg, self.cfg.twin
+        side_cfg = getattr(cfg, robot.side)
+        velocity = dict(zip(cfg.joint_names, cfg.velocity_limit))  # rad/s by cell joint name
+        arm = {name: k for k, name in enumerate(side_cfg.arm.joints)}  # arm joint name -> arm index
         props = self.gym.get_actor_dof_properties(self.env, robot.handle)
-        for k, i in enumerate(robot.dof):  # k: contract index within the side, i: actor DOF index
-            if k < n_arm:  # arm joint k+1
-                kp, kd, effort, velocity = tw.arm_stiffness[k], tw.arm_damping[k], tw.arm_effort_limit[k], ARM_VELOCITY_LIMIT
+        for name, i in zip(side_cfg.joint_names, robot.dof):  # i: the actor DOF index of joint `name`
+            if name in arm:
+                k = arm[name]
+                kp, kd, friction, effort = tw.arm_stiffness[k], tw.arm_damping[k], tw.arm_friction[k], tw.arm_effort_limit[k]
             else:
-                kp, kd, effort, velocity = tw.hand_stiffness, tw.hand_damping, tw.hand_effort_limit, HAND_VELOCITY_LIMIT
+                kp, kd, friction, effort = tw.hand_stiffness, tw.hand_damping, 0.0, tw.hand_effort_limit
             props["driveMode"][i] = int(self.gymapi.DOF_MODE_POS)
             props["stiffness"][i] = kp
             props["damping"][i] = kd
+            props["friction"][i] = friction
             props["effort"][i] = effort
-            props["velocity"][i] = velocity
-            props["friction"][i] = 0.0
+            props["velocity"][i] = velocity[name]
             props["armature"][i] = 0.0
         self.gym.set_actor_dof_properties(self.env, robot.handle, props)
         self._nominal_dof_props[robot.side] = props.copy()
+
+    def _map_bodies(self, side: str, handle: int) -> List[_Body]:
+        """The actor's rigid bodies by name, matched with the URDF's merged bodies
+        (:func:`~handover.sim_twin.urdf.collapsed_bodies`), with their shapes per URDF link and their
+        nominal mass properties. A merged body's shapes are taken to be in the order of its parts
+        (its own link's, then its fixed descendants' in URDF order); the shape counts are checked."""
+        gym = self.gym
+        names = list(gym.get_actor_rigid_body_names(self.env, handle))
+        expected = collapsed_bodies(side)
+        if sorted(names) != sorted(expected):
+            raise RuntimeError(f"IsaacGym actor {side!r} has the rigid bodies {names}, the URDF with fixed joints "
+                               f"merged {list(expected)}")
+        ranges = gym.get_actor_rigid_body_shape_indices(self.env, handle)
+        props = gym.get_actor_rigid_body_properties(self.env, handle)
+        bodies = []
+        for i, name in enumerate(names):
+            parts = expected[name]
+            start, count = int(ranges[i].start), int(ranges[i].count)
+            if count != sum(p.collisions for p in parts):
+                raise RuntimeError(f"IsaacGym body {side}/{name} has {count} shapes, its URDF links "
+                                   f"{[(p.link, p.collisions) for p in parts]}")
+            shapes, k = {}, start
+            for part in parts:
+                shapes[part.link] = list(range(k, k + part.collisions))
+                k += part.collisions
+            bodies.append(_Body(name, i, parts, shapes, float(props[i].mass), _vec3_np(props[i].com),
+                                _mat33_np(props[i].inertia)))
+        return bodies
 
     def _create_pedestal(self, side: str, base_position) -> None:
         gymapi = self.gymapi
@@ -364,11 +471,9 @@ class IsaacGymTwin:
     # -- episodes ---------------------------------------------------------------------------------
 
     def reset(self, params: Optional[EpisodeParams] = None, object_start: Optional[np.ndarray] = None) -> None:
-        """Start an episode: default pose (clamped to the limits) held by the drives, object at
-        ``object_start`` (default: the config's) at rest, clock at 0, episode parameters applied."""
-        self.params = params or EpisodeParams()
-        self._apply_params(self.params)
-        q = home_qpos(self.cfg)[:44]
+        """Start an episode: default pose (clamped to the limits) held by the drives, then
+        :meth:`place_object` (episode parameters, object at ``object_start`` at rest), clock at 0."""
+        q = home_joints(self.cfg)
         for k, side in enumerate(SIDES):
             robot = self._robots[side]
             side_q = q[22 * k:22 * (k + 1)]
@@ -379,25 +484,29 @@ class IsaacGymTwin:
                         f"set the DOF states of {side}")
             robot.targets[robot.dof] = side_q
             self._send_targets(robot)
-        start = np.asarray(self.cfg.object.start_position if object_start is None else object_start, float)
-        self.set_object_state(start, np.zeros(3))
+        self.place_object(params, object_start)
         self._steps = 0
         self.camera.reset(0.0)
         self.camera.observe(0.0, self.object_position())
+
+    def place_object(self, params: Optional[EpisodeParams] = None, object_start: Optional[np.ndarray] = None) -> None:
+        """Apply ``params`` (default: nominal) and put the object at ``object_start`` (default: the
+        config's) at rest, upright; the robots stay where they are. Counts a new episode."""
+        self.params = params or EpisodeParams()
+        self._apply_params(self.params)
+        start = np.asarray(self.cfg.object.start_position if object_start is None else object_start, float)
+        self.set_object_state(start, np.zeros(3))
         self.episode += 1
 
     def _apply_params(self, p: EpisodeParams) -> None:
+        """Every episode parameter onto the sim, each from its nominal value (so the previous
+        episode's parameters leave no trace)."""
         gymapi, gym, env, obj, nom = self.gymapi, self.gym, self.env, self.object_handle, self._nominal_object
         if abs(gym.get_actor_scale(env, obj) - p.scale_factor) > 1e-7:  # only touch the scale when it changes
             self._check(gym.set_actor_scale(env, obj, float(p.scale_factor)), "scale the object")
         bodies = gym.get_actor_rigid_body_properties(env, obj)
         bodies[0].mass = float(nom["mass"] * p.mass_factor)
-        inertia = nom["inertia"] * p.mass_factor * p.scale_factor**2
-        mat = gymapi.Mat33()
-        mat.x = gymapi.Vec3(float(inertia[0]), 0.0, 0.0)
-        mat.y = gymapi.Vec3(0.0, float(inertia[1]), 0.0)
-        mat.z = gymapi.Vec3(0.0, 0.0, float(inertia[2]))
-        bodies[0].inertia = mat
+        bodies[0].inertia = _np_mat33(gymapi, np.diag(nom["inertia"] * p.mass_factor * p.scale_factor**2))
         self._check(gym.set_actor_rigid_body_properties(env, obj, bodies, False), "set the object's mass")
         shapes = gym.get_actor_rigid_shape_properties(env, obj)
         for shape in shapes:
@@ -407,7 +516,66 @@ class IsaacGymTwin:
             props = self._nominal_dof_props[side].copy()
             props["stiffness"][robot.hand] *= p.hand_stiffness_scale
             props["damping"][robot.hand] *= p.hand_damping_scale
-            self._check(gym.set_actor_dof_properties(env, robot.handle, props), f"set the hand gains of {side}")
+            if side == "thrower" and p.thrower is not None:
+                self._randomize_dofs(robot, props, p.thrower)
+            self._check(gym.set_actor_dof_properties(env, robot.handle, props), f"set the DOF properties of {side}")
+        self._randomize_links(p.thrower)
+        sim_params = gym.get_sim_params(self.sim)
+        sim_params.gravity = gymapi.Vec3(*(float(g + d) for g, d in zip(GRAVITY, p.gravity_offset)))
+        self._check(gym.set_sim_params(self.sim, sim_params), "set the gravity")
+
+    @staticmethod
+    def _randomize_dofs(robot: _Robot, props, t: ThrowerRandomization) -> None:
+        """Per joint (contract order within the side) stiffness and damping factors and limit
+        offsets onto ``props`` (actor DOF order); a limit pair that would cross keeps its nominal
+        values, as in the MuJoCo twin."""
+        n = len(robot.dof)
+        for name in ("stiffness_scale", "damping_scale", "lower_offset", "upper_offset"):
+            if len(getattr(t, name)) != n:
+                raise ValueError(f"ThrowerRandomization.{name} needs {n} entries (contract order), "
+                                 f"got {len(getattr(t, name))}")
+        props["stiffness"][robot.dof] *= np.asarray(t.stiffness_scale, dtype=np.float32)
+        props["damping"][robot.dof] *= np.asarray(t.damping_scale, dtype=np.float32)
+        lower = props["lower"][robot.dof] + np.asarray(t.lower_offset, dtype=np.float32)
+        upper = props["upper"][robot.dof] + np.asarray(t.upper_offset, dtype=np.float32)
+        ok = lower < upper
+        props["lower"][robot.dof[ok]] = lower[ok]
+        props["upper"][robot.dof[ok]] = upper[ok]
+
+    def _randomize_links(self, t: Optional[ThrowerRandomization]) -> None:
+        """The thrower's per-link mass and friction factors (nominal without ``t``). A link's mass
+        factor scales its mass and inertia; a geometry-less frame merged into a body (palm,
+        palm_center, tips) follows the link it hangs from; links not named keep factor 1."""
+        gymapi, gym, env = self.gymapi, self.gym, self.env
+        mass_scale = dict(t.link_mass_scale) if t is not None else {}
+        friction_scale = dict(t.link_friction_scale) if t is not None else {}
+        unknown = sorted((set(mass_scale) | set(friction_scale)) - set(self.thrower_links))
+        if unknown:
+            raise ValueError(f"ThrowerRandomization names links the thrower cannot randomize: {unknown} "
+                             f"(known: {list(self.thrower_links)})")
+        handle = self._robots["thrower"].handle
+        props = gym.get_actor_rigid_body_properties(env, handle)
+        for body in self._bodies["thrower"]:
+            factor: Dict[str, float] = {}
+            for part in body.parts:  # parents come before their fixed children
+                inherited = factor[part.parent] if part.parent is not None else 1.0
+                factor[part.link] = mass_scale.get(part.link, inherited if part.collisions == 0 else 1.0)
+            scales = [factor[part.link] for part in body.parts]
+            if np.ptp(scales) == 0.0:  # one factor for the whole body: scale IsaacGym's own numbers
+                mass, com, inertia = body.mass * scales[0], body.com, body.inertia * scales[0]
+            else:
+                mass, com, inertia = merged_inertial(body.parts, scales)
+            b = props[body.index]
+            b.mass = float(mass)
+            b.com = gymapi.Vec3(*(float(v) for v in com))
+            b.inertia = _np_mat33(gymapi, inertia)
+        self._check(gym.set_actor_rigid_body_properties(env, handle, props, False), "set the thrower's link masses")
+        shapes = gym.get_actor_rigid_shape_properties(env, handle)
+        for body in self._bodies["thrower"]:
+            for link, indices in body.shapes.items():
+                for i in indices:
+                    shapes[i].friction = float(ROBOT_FRICTION * friction_scale.get(link, 1.0))
+        self._check(gym.set_actor_rigid_shape_properties(env, handle, shapes), "set the thrower's link friction")
 
     @staticmethod
     def _check(result, action: str) -> None:

@@ -11,10 +11,14 @@
   from the cell config's ``twin`` section (the contract's gains).
 - The object: a free body ``object`` (sphere, cube or cylinder; nominal size, mass and friction
   from the config, changed per episode by the twin).
-- Cameras ``d435`` and ``overview``; keyframe ``home``: default pose (clamped to the limits) with
-  the object at its start position.
+- Cameras ``d435`` and ``overview``.
 
-Contacts: robot geoms touch the object only; the object also touches the floor.
+Contacts: robot geoms touch the object only; the object also touches the floor. The object's geom
+has contact priority, so its friction (the config's, times the episode's factor) is the friction of
+every contact it makes. (PhysX averages the two surfaces' frictions; MuJoCo takes the larger one
+unless a geom has priority, which left a friction factor below 1 without effect against the robots'
+friction of 1.0. With the nominal frictions of 1.0 both give the same number; the thrower's per-link
+friction factors of the training randomization have no effect in the MuJoCo twin.)
 """
 
 from __future__ import annotations
@@ -153,9 +157,10 @@ def _build_side(spec: mujoco.MjSpec, cfg: CellConfig, side: str, side_cfg: SideC
         name = f"{side}/{link.joint}"
         lo, hi = limits[name]
         is_arm = link.joint in arm_index
+        friction = tw.arm_friction[arm_index[link.joint]] if is_arm else 0.0
         body.add_joint(name=name, type=mujoco.mjtJoint.mjJNT_HINGE, axis=list(link.axis), range=[lo, hi],
                        limited=mujoco.mjtLimited.mjLIMITED_TRUE, armature=0.0 if is_arm else tw.hand_armature,
-                       solref_limit=[LIMIT_TIMECONST_STEPS * tw.timestep_s, 1.0])
+                       frictionloss=friction, solref_limit=[LIMIT_TIMECONST_STEPS * tw.timestep_s, 1.0])
         if is_arm:
             i = arm_index[link.joint]
             kp, kv, effort = tw.arm_stiffness[i], tw.arm_damping[i], tw.arm_effort_limit[i]
@@ -180,7 +185,7 @@ def _add_object(spec: mujoco.MjSpec, cfg: CellConfig) -> None:
         "cylinder": (mujoco.mjtGeom.mjGEOM_CYLINDER, [size, size, 0]),
     }
     kind, sizes = kinds[obj.shape]
-    body.add_geom(name="object", type=kind, size=sizes, mass=obj.mass, friction=[obj.friction, 0.005, 0.0001],
+    body.add_geom(name="object", type=kind, size=sizes, mass=obj.mass, friction=[obj.friction, 0.005, 0.0001], priority=1,
                   condim=4, rgba=[0.95, 0.45, 0.1, 1], contype=_OBJECT, conaffinity=_ROBOT | _OBJECT | _ENV)
 
 
@@ -206,26 +211,22 @@ def build_spec(cfg: CellConfig) -> mujoco.MjSpec:
     _add_object(spec, cfg)
     for name, cam in cfg.twin.cameras.items():
         spec.worldbody.add_camera(name=name, pos=list(cam.position), fovy=cam.fovy_deg, quat=look_at_quat(cam))
-    home = spec.add_key(name="home")
-    qpos = home_qpos(cfg)
-    home.qpos = list(qpos)
-    home.ctrl = list(qpos[:44])  # PD targets at the reset pose
     return spec
 
 
-def home_qpos(cfg: CellConfig) -> np.ndarray:
-    """qpos of the reset pose: default joints clamped to the limits, object at its start, upright."""
-    joints = np.clip(np.asarray(cfg.thrower.default + cfg.catcher.default),
-                     np.asarray(cfg.thrower.lower + cfg.catcher.lower), np.asarray(cfg.thrower.upper + cfg.catcher.upper))
-    return np.concatenate([joints, cfg.object.start_position, [1.0, 0.0, 0.0, 0.0]])
+def home_joints(cfg: CellConfig) -> np.ndarray:
+    """The 44 joint positions of the reset pose (rad, contract order): the default clamped to the limits."""
+    return np.clip(np.asarray(cfg.thrower.default + cfg.catcher.default),
+                   np.asarray(cfg.thrower.lower + cfg.catcher.lower), np.asarray(cfg.thrower.upper + cfg.catcher.upper))
 
 
 def build_model(cfg: CellConfig) -> mujoco.MjModel:
-    """Compile the cell. Checks that the joint order is the config's contract order."""
+    """Compile the cell. Checks that the model's hinge joints are exactly the config's joints (the
+    model orders them by its kinematic tree; everything maps them by name)."""
     model = build_spec(cfg).compile()
     names = [model.joint(i).name for i in range(model.njnt) if model.jnt_type[i] == mujoco.mjtJoint.mjJNT_HINGE]
-    if tuple(names) != cfg.joint_names:
-        raise AssertionError(f"model joint order {names} differs from the config's {cfg.joint_names}")
+    if sorted(names) != sorted(cfg.joint_names):
+        raise AssertionError(f"model joints {sorted(names)} differ from the config's {sorted(cfg.joint_names)}")
     return model
 
 

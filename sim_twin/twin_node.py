@@ -168,7 +168,7 @@ class TwinNode(Node):
     def _on_place(self, request, response):
         start = np.asarray(self.cfg.object.start_position, dtype=float)
         with self.lock:
-            self.twin.set_object_state(start, np.zeros(3))
+            self.twin.place_object(self.twin.params, start)  # this episode keeps the twin's current parameters
             t = self.twin.time
         response.success = True
         response.message = (f"object placed at rest at {start.round(4).tolist()} m (world, cfg.object.start_position) "

@@ -6,10 +6,11 @@ One URDF per side (``thrower`` / ``catcher``): the xArm6 with its Allegro hand, 
 - :data:`handover.sim_twin.kinematics.CHAINS` (joint origins, axes, fixed frames),
 - :data:`handover.sim_twin.kinematics.LINK_MASS` (link masses, robot-cell.md),
 - :func:`handover.sim_twin.model.link_collision_shapes` (the MuJoCo twin's collision shapes),
-- the cell config (training joint limits; the arm effort limits of ``twin.arm_effort_limit``,
-  robot-cell.md's 50, 50, 32, 32, 32, 20 N*m; the hand's effort limit ``twin.hand_effort_limit``,
-  the contract's 5 N*m), velocity limits 3.14 rad/s (arm, robot-cell.md) and 3.0 rad/s (hand,
-  contract).
+- the cell config: the training joint limits; the arm effort limits of ``twin.arm_effort_limit``
+  (robot-cell.md's 50, 50, 32, 32, 32, 20 N*m) and the hand's ``twin.hand_effort_limit`` (the
+  contract's 5 N*m); every joint's ``velocity_limit`` (rad/s, by joint name: arm 3.14, hand 3.0);
+  the arm joints' ``<dynamics damping friction>`` from ``twin.arm_damping`` / ``twin.arm_friction``
+  (the original's URDF: 1.0 and 1.0 on every xArm joint; its Allegro joints have none).
 
 Names: joints and links carry the URDF names of robot-cell.md (``joint2``, ``joint_12.0``,
 ``link_3.0_tip``, ...); the side is not in them (a simulator puts it in the actor name). The cell
@@ -25,14 +26,23 @@ inertia of a solid body of uniform density filling the link's *first* shape (the
 the mass in the MuJoCo twin; MuJoCo computes the same numbers from it), about that shape's centre.
 The fixed frames (``palm``, ``palm_center``, ``link_N.0_tip``; sites in the MuJoCo twin) are links
 without geometry and with a token mass of :data:`FRAME_MASS` (1 g): simulators that import URDF
-(IsaacGym among them) expect every link to have a positive mass. No ``<dynamics>`` element: the
-drives' stiffness and damping are set by the simulator from the cell config.
+(IsaacGym among them) expect every link to have a positive mass. ``<dynamics>`` only on the arm
+joints, as in the original's URDF (IsaacGym reads it into the DOF's damping and friction; the
+adapter sets the same numbers explicitly); the drives' stiffness is set by the simulator.
+
+Merged bodies: a simulator that merges links joined by fixed joints (IsaacGym's
+``collapse_fixed_joints``, which the original uses) makes one rigid body of each moving link and
+its fixed descendants: ``link6`` carries ``base_link`` (the Allegro palm), ``palm`` and
+``palm_center``; each ``link_N.0`` carries its ``link_N.0_tip``. :func:`collapsed_bodies` lists
+the parts of every merged body with their inertials in the body frame, and
+:func:`merged_inertial` combines them with per-link mass factors (the per-link randomization).
 
 Units: m, rad, kg, kg*m^2, N*m, rad/s.
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Dict, List, Optional, Sequence, Tuple
 from xml.sax.saxutils import quoteattr
@@ -45,8 +55,6 @@ from handover.sim_twin.model import link_collision_shapes
 
 SIDES = ("thrower", "catcher")
 
-ARM_VELOCITY_LIMIT = 3.14  # rad/s, robot-cell.md (xArm6 joints)
-HAND_VELOCITY_LIMIT = 3.0  # rad/s, the contract (Allegro joints)
 FRAME_MASS = 1e-3  # kg, token mass of the geometry-less fixed frames (palm, palm_center, tips)
 FRAME_INERTIA = 1e-9  # kg*m^2, their (isotropic) inertia: a 1 g ball of ~1.6 mm radius
 
@@ -83,6 +91,15 @@ def z_to_direction(direction: Sequence[float]) -> Tuple[np.ndarray, Tuple[float,
     rx = np.array([[1, 0, 0], [0, cr, -sr], [0, sr, cr]])
     ry = np.array([[cp, 0, sp], [0, 1, 0], [-sp, 0, cp]])
     return ry @ rx, (roll, pitch, 0.0)
+
+
+def rpy_matrix(rpy: Sequence[float]) -> np.ndarray:
+    """The rotation of a URDF ``rpy`` (fixed axes X, Y, Z: ``R = Rz(yaw) Ry(pitch) Rx(roll)``)."""
+    r, p, y = (float(v) for v in rpy)
+    rx = np.array([[1, 0, 0], [0, np.cos(r), -np.sin(r)], [0, np.sin(r), np.cos(r)]])
+    ry = np.array([[np.cos(p), 0, np.sin(p)], [0, 1, 0], [-np.sin(p), 0, np.cos(p)]])
+    rz = np.array([[np.cos(y), -np.sin(y), 0], [np.sin(y), np.cos(y), 0], [0, 0, 1]])
+    return rz @ ry @ rx
 
 
 # -------------------------------------------------------------------------------------------------
@@ -150,12 +167,20 @@ def _inertial(com: Sequence[float], mass: float, inertia: np.ndarray) -> str:
     )
 
 
+def link_inertial(name: str, shapes: Optional[List[tuple]]) -> Tuple[float, np.ndarray, np.ndarray]:
+    """Mass (kg), centre of mass (3,) and inertia about it (3, 3), in the link frame, that the URDF
+    gives link ``name`` with collision ``shapes`` (module docstring: the first shape carries
+    LINK_MASS; a geometry-less frame gets the token mass)."""
+    if not shapes:
+        return FRAME_MASS, np.zeros(3), np.eye(3) * FRAME_INERTIA
+    com, inertia = shape_inertia(shapes[0], LINK_MASS[name])
+    return LINK_MASS[name], com, inertia
+
+
 def _link(name: str, shapes: Optional[List[tuple]], material: str) -> str:
-    if not shapes:  # a fixed frame: token mass, no geometry
-        body = _inertial((0, 0, 0), FRAME_MASS, np.eye(3) * FRAME_INERTIA)
-    else:
-        com, inertia = shape_inertia(shapes[0], LINK_MASS[name])
-        body = _inertial(com, LINK_MASS[name], inertia)
+    mass, com, inertia = link_inertial(name, shapes)
+    body = _inertial(com, mass, inertia)
+    if shapes:
         for k, shape in enumerate(shapes):
             for j, (xyz, rpy, geometry) in enumerate(_geometries(shape)):
                 tag = f"{name}_{k}_{j}"
@@ -177,18 +202,29 @@ def urdf_joint_name(cell_joint: str) -> str:
 
 
 def joint_limits(cfg: CellConfig, side: str) -> Dict[str, Tuple[float, float, float, float]]:
-    """``{urdf joint: (lower rad, upper rad, effort N*m, velocity rad/s)}`` of one side's 22 joints."""
+    """``{urdf joint: (lower rad, upper rad, effort N*m, velocity rad/s)}`` of one side's 22 joints,
+    each from the config entry of that joint's name."""
     side_cfg = getattr(cfg, side)
     tw = cfg.twin
     out = {}
-    for i, (name, lo, hi) in enumerate(zip(side_cfg.arm.joints, side_cfg.arm.lower, side_cfg.arm.upper)):
-        out[urdf_joint_name(name)] = (lo, hi, tw.arm_effort_limit[i], ARM_VELOCITY_LIMIT)
-    for name, lo, hi in zip(side_cfg.hand.joints, side_cfg.hand.lower, side_cfg.hand.upper):
-        out[urdf_joint_name(name)] = (lo, hi, tw.hand_effort_limit, HAND_VELOCITY_LIMIT)
+    arm, hand = side_cfg.arm, side_cfg.hand
+    for i, (name, lo, hi, vel) in enumerate(zip(arm.joints, arm.lower, arm.upper, arm.velocity_limit)):
+        out[urdf_joint_name(name)] = (lo, hi, tw.arm_effort_limit[i], vel)
+    for name, lo, hi, vel in zip(hand.joints, hand.lower, hand.upper, hand.velocity_limit):
+        out[urdf_joint_name(name)] = (lo, hi, tw.hand_effort_limit, vel)
     return out
 
 
-def _joint(link: Link, limits: Dict[str, Tuple[float, float, float, float]]) -> str:
+def joint_dynamics(cfg: CellConfig, side: str) -> Dict[str, Tuple[float, float]]:
+    """``{urdf joint: (damping N*m*s/rad, friction N*m)}`` of the arm joints: the URDF ``<dynamics>``
+    of the original (``twin.arm_damping``, ``twin.arm_friction``). The hand joints have none."""
+    tw = cfg.twin
+    arm = getattr(cfg, side).arm
+    return {urdf_joint_name(name): (tw.arm_damping[i], tw.arm_friction[i]) for i, name in enumerate(arm.joints)}
+
+
+def _joint(link: Link, limits: Dict[str, Tuple[float, float, float, float]],
+           dynamics: Dict[str, Tuple[float, float]]) -> str:
     head = (f"  <joint name={quoteattr(link.joint)} type={quoteattr('fixed' if link.axis is None else 'revolute')}>\n"
             f"    <parent link={quoteattr(link.parent)}/>\n    <child link={quoteattr(link.child)}/>\n"
             f"    {_origin(link.xyz, link.rpy)}\n")
@@ -199,6 +235,9 @@ def _joint(link: Link, limits: Dict[str, Tuple[float, float, float, float]]) -> 
         head += (f"    <axis xyz={quoteattr(_vec(link.axis))}/>\n"
                  f"    <limit lower={quoteattr(_num(lo))} upper={quoteattr(_num(hi))} "
                  f"effort={quoteattr(_num(effort))} velocity={quoteattr(_num(velocity))}/>\n")
+        if link.joint in dynamics:
+            damping, friction = dynamics[link.joint]
+            head += f"    <dynamics damping={quoteattr(_num(damping))} friction={quoteattr(_num(friction))}/>\n"
     return head + "  </joint>\n"
 
 
@@ -213,6 +252,7 @@ def side_urdf(cfg: CellConfig, side: str) -> str:
     chain = CHAINS[side]
     shapes = link_collision_shapes(side)
     limits = joint_limits(cfg, side)
+    dynamics = joint_dynamics(cfg, side)
     revolute = {link.joint for link in chain if link.axis is not None}
     if revolute != set(limits):
         raise ValueError(f"{side}: the kinematic chain's joints {sorted(revolute)} differ from the config's {sorted(limits)}")
@@ -229,7 +269,7 @@ def side_urdf(cfg: CellConfig, side: str) -> str:
     for link in chain:
         material = f"{side}_arm" if link.child in arm_links else f"{side}_hand"
         out.append(_link(link.child, shapes.get(link.child), material))
-        out.append(_joint(link, limits))
+        out.append(_joint(link, limits, dynamics))
     out.append("</robot>\n")
     return "".join(out)
 
@@ -257,6 +297,80 @@ def object_urdf(cfg: CellConfig) -> str:
         '  <material name="object"><color rgba="0.95 0.45 0.1 1"/></material>\n'
         f'  <link name="object">\n{body}  </link>\n</robot>\n'
     )
+
+
+# -------------------------------------------------------------------------------------------------
+# Merged bodies (fixed joints collapsed)
+
+
+@dataclass(frozen=True)
+class BodyPart:
+    """One URDF link as a part of the rigid body that a simulator merging fixed joints makes of it.
+
+    ``body``: the merged body (its moving link, or the root); ``parent``: the link this part hangs
+    from by a fixed joint (None for the body's own link); ``mass`` (kg), ``com`` (3, m) and
+    ``inertia`` (3, 3, kg*m^2, about ``com``) in the *body* frame; ``collisions``: the number of
+    ``<collision>`` elements the link has in the URDF."""
+
+    link: str
+    body: str
+    parent: Optional[str]
+    mass: float
+    com: np.ndarray
+    inertia: np.ndarray
+    collisions: int
+
+
+def collapsed_bodies(side: str) -> Dict[str, List[BodyPart]]:
+    """The rigid bodies of ``side``'s URDF with fixed joints merged: ``{body: parts}``, bodies in
+    the URDF's order (``link_base``, ``link1`` ... ``link6``, then the fingers), each body's own link
+    first and then its fixed descendants depth-first in URDF order (``link6``: ``link6``,
+    ``base_link``, ``palm``, ``palm_center``)."""
+    if side not in SIDES:
+        raise ValueError(f"side must be one of {SIDES}, got {side!r}")
+    chain = CHAINS[side]
+    shapes = link_collision_shapes(side)
+    fixed_children: Dict[str, List[Link]] = {}
+    for link in chain:
+        if link.axis is None:
+            fixed_children.setdefault(link.parent, []).append(link)
+    bodies: Dict[str, List[BodyPart]] = {}
+
+    def add(body: str, link: str, parent: Optional[str], rot: np.ndarray, pos: np.ndarray) -> None:
+        link_shapes = shapes.get(link)
+        mass, com, inertia = link_inertial(link, link_shapes)
+        collisions = sum(len(_geometries(shape)) for shape in link_shapes or [])
+        bodies[body].append(BodyPart(link, body, parent, mass, rot @ com + pos, rot @ inertia @ rot.T, collisions))
+        for child in fixed_children.get(link, []):
+            child_rot = rot @ rpy_matrix(child.rpy)
+            add(body, child.child, link, child_rot, rot @ np.asarray(child.xyz, float) + pos)
+
+    roots = ["link_base"] + [link.child for link in chain if link.axis is not None]
+    for body in roots:
+        bodies[body] = []
+        add(body, body, None, np.eye(3), np.zeros(3))
+    return bodies
+
+
+def randomizable_links(side: str) -> Tuple[str, ...]:
+    """The links of ``side`` that carry mass and move (every LINK_MASS link but the fixed
+    ``link_base``), sorted: the keys of a per-link randomization; the MuJoCo twin's
+    ``thrower_links``."""
+    return tuple(sorted(name for name in LINK_MASS if name != "link_base"))
+
+
+def merged_inertial(parts: Sequence[BodyPart], mass_scale: Sequence[float]) -> Tuple[float, np.ndarray, np.ndarray]:
+    """Mass (kg), centre of mass (3,) and inertia about it (3, 3), in the body frame, of a merged body
+    whose part ``i`` has its mass and inertia scaled by ``mass_scale[i]`` (parallel-axis theorem)."""
+    scale = np.asarray(mass_scale, float)
+    masses = np.array([p.mass for p in parts]) * scale
+    total = float(masses.sum())
+    com = sum(m * p.com for m, p in zip(masses, parts)) / total
+    inertia = np.zeros((3, 3))
+    for s, m, p in zip(scale, masses, parts):
+        d = p.com - com
+        inertia += s * p.inertia + m * (float(d @ d) * np.eye(3) - np.outer(d, d))
+    return total, com, inertia
 
 
 def write_urdfs(cfg: CellConfig, folder) -> Dict[str, Path]:

@@ -9,7 +9,7 @@ from handover.runtime.cell_config import load_cell_config
 from handover.runtime.contract import ContractSpec
 from handover.runtime.policy_controller import PolicyController
 from handover.runtime.policy_networks import PolicyNetworks
-from handover.sim_twin.devices import TwinDevices
+from handover.sim_twin.devices import GROUPS, TwinDevices
 from handover.sim_twin.episode import run_episode
 from handover.sim_twin.twin import Twin
 
@@ -46,12 +46,18 @@ def test_a_policy_bundle_drives_the_twin_through_the_devices(bundle_dir):
     controller = PolicyController(ContractSpec.from_config(CFG), PolicyNetworks.load(bundle_dir), CFG.goal,
                                   CFG.object.start_position)
     records = run_episode(devices, controller, 10)
-    assert len(records) == 10 and records[-1].time == pytest.approx(10 / 60)
+    assert len(records) == 10 and records[-1].time == pytest.approx(10 * CFG.control_period_s)  # 0.5 s at 20 Hz
     lower, upper = np.array(CFG.thrower.lower + CFG.catcher.lower), np.array(CFG.thrower.upper + CFG.catcher.upper)
     for rec in records:
         assert np.all(rec.targets >= lower) and np.all(rec.targets <= upper)
-    # the commands are the policy's targets, and the twin follows them
-    np.testing.assert_allclose(records[-1].targets, controller.last_result.targets, atol=1e-6)
+    # the commands are the policy's targets, as the command gate lets them through (clamped to the
+    # limits, each change at most velocity_limit x 50 ms)
+    gates = [devices.joint_groups[g].last_gate for g in GROUPS]
+    np.testing.assert_allclose(np.concatenate([d.requested for d in gates]), controller.last_result.targets, atol=1e-6)
+    np.testing.assert_array_equal(np.concatenate([d.targets for d in gates]), records[-1].targets)
+    max_step = np.array(CFG.velocity_limit) * CFG.control_period_s
+    reference = np.concatenate([d.reference for d in gates])
+    assert np.all(np.abs(records[-1].targets - reference) <= max_step + 1e-12)
     # observations reached the policy: the history holds tracker positions (relative to the thrower base)
     hist = controller.step_fn.state.history.entries
     assert np.abs(hist[-1] - (records[-1].observation.position - CFG.thrower.base_position)).max() < 1e-6
@@ -69,13 +75,13 @@ def test_real_time_clock_paces_an_episode_and_fast_clock_does_not():
     hold = HoldPose(twin.data.ctrl[twin.actuator_ids].copy())
     clock = RealTimeClock()
     t0 = time.monotonic()
-    run_episode(devices, hold, 30, clock=clock)
+    run_episode(devices, hold, 10, clock=clock)
     paced = time.monotonic() - t0
-    assert paced >= 0.5 - 1e-3  # 30 steps of 1/60 s never finish before their deadlines
+    assert paced >= 10 * CFG.control_period_s - 1e-3  # 10 steps of 50 ms never finish before their deadlines
     assert clock.overruns <= 3  # a loaded CI machine may be late a few times; it is counted, not hidden
     twin.reset()
     t0 = time.monotonic()
-    run_episode(devices, hold, 30, clock=FastClock())
+    run_episode(devices, hold, 10, clock=FastClock())
     assert time.monotonic() - t0 < paced  # the fast clock does not wait
 
 

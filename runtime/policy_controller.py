@@ -8,17 +8,21 @@ after a dropout the last valid one is kept (never invented).
 
 from __future__ import annotations
 
+from typing import Optional
+
 import numpy as np
 
 from handover.drivers.object_tracker import ObjectObservation
 from handover.runtime.contract import ContractSpec
+from handover.runtime.contract_state import ContractNoise
 from handover.runtime.policy_networks import PolicyNetworks
 from handover.runtime.policy_step import PolicyStep, StepResult
 
 
 class PolicyController:
-    def __init__(self, spec: ContractSpec, networks: PolicyNetworks, goal_world, object_start):
-        self.step_fn = PolicyStep(spec, networks)
+    def __init__(self, spec: ContractSpec, networks: PolicyNetworks, goal_world, object_start,
+                 noise: ContractNoise = ContractNoise(), rng: Optional[np.random.Generator] = None):
+        self.step_fn = PolicyStep(spec, networks, noise, rng)
         self.goal = np.asarray(goal_world, dtype=np.float32)
         self.object_start = np.asarray(object_start, dtype=np.float32)
         self.last_object = self.object_start.copy()
@@ -29,9 +33,18 @@ class PolicyController:
         self.last_result = None
         return self.step_fn.reset()
 
-    def targets(self, t: float, joint_positions: np.ndarray, obs: ObjectObservation) -> np.ndarray:
+    @property
+    def needs_efforts(self) -> bool:
+        """True when :meth:`targets` must be given the 44 joint efforts (a property estimator takes them)."""
+        return self.step_fn.needs_efforts
+
+    def targets(self, t: float, joint_positions: np.ndarray, obs: ObjectObservation,
+                efforts: Optional[np.ndarray] = None) -> np.ndarray:
+        """44 joint targets (rad) from the 44 measured positions (rad), the latest object observation
+        and, for a property estimator that takes them, the 44 measured efforts (N m); contract order."""
         if obs.valid:
             self.last_object = np.asarray(obs.position, dtype=np.float32)
         q = np.asarray(joint_positions, dtype=np.float32)
-        self.last_result = self.step_fn.step(q[:22], q[22:], self.last_object, self.goal)
+        e = None if efforts is None else np.asarray(efforts, dtype=np.float32)
+        self.last_result = self.step_fn.step(q[:22], q[22:], self.last_object, self.goal, e)
         return self.last_result.targets

@@ -19,7 +19,12 @@ predictions are stamped with their tick's deadline (node clock): the control ste
 
 The control loop is one :class:`~handover.runtime.control_loop.PacedLoop` at the control period on
 the node's ROS clock (so it follows ``/clock`` under ``use_sim_time``), in its own thread; it is the
-only thread that publishes commands. Each tick does what its phase says:
+only thread that publishes commands. The episode protocol is the
+:class:`~handover.runtime.episode_sequencer.EpisodeSequencer`'s (the twin's lockstep episodes run the
+same one): each tick feeds it the tick's deadline, the newest joint positions and object
+observation, and publishes what it returns; the node keeps the ROS side (the place-object service
+call, staleness, the safety stop, faults) and maps it onto the sequencer's hooks. Each tick does
+what its phase says:
 
 ========  ==============================================================================================
 phase     each tick
@@ -74,7 +79,6 @@ spent in the policy step; the loop's wake-ups, jitter and overruns.
 
 from __future__ import annotations
 
-import enum
 import math
 import threading
 import time
@@ -94,7 +98,9 @@ from handover.drivers.object_tracker import ObjectObservation
 from handover.runtime.cell_config import CellConfig
 from handover.runtime.contract import ContractSpec
 from handover.runtime.control_loop import PacedLoop, RosClock
+from handover.runtime.episode_sequencer import ACTIVE_PHASES, EpisodeSequencer, Phase, SequencerTick, min_jerk
 from handover.runtime.estop import listen_for_stop
+from handover.runtime.contract_state import ContractNoise
 from handover.runtime.policy_controller import PolicyController
 from handover.runtime.policy_networks import PolicyNetworks
 from handover.runtime.ros_interface import (
@@ -115,34 +121,19 @@ from handover.runtime.ros_interface import (
     stamp_to_s,
 )
 
+__all__ = ["ACTIVE_PHASES", "KEYS", "NODE_NAME", "Phase", "PolicyNode", "min_jerk"]  # Phase, min_jerk: the sequencer's
+
 NODE_NAME = "policy"
 KEYS = tuple((s, g) for s in SIDES for g in GROUPS)  # contract order: thrower arm, hand, catcher arm, hand
-STALE_PERIODS = 15.0  # default (0.25 s at 60 Hz): a group this many control periods behind the newest group is stale
+STALE_PERIODS = 15.0  # default (0.75 s at 20 Hz): a group this many control periods behind the newest group is stale
 SILENT_PERIODS = 30.0  # no joint state from any group for this many control periods: all are stale
 PLACE_TIMEOUT_S = 5.0  # wall-clock limit for the twin's answer to place_object
-class Phase(str, enum.Enum):
-    IDLE = "idle"
-    BLEND = "blend"
-    PLACE = "place"
-    WARMUP = "warmup"
-    EPISODE = "episode"
-    ESTOPPED = "estopped"
-    FAULT = "fault"
-
-
-ACTIVE_PHASES = (Phase.BLEND, Phase.PLACE, Phase.WARMUP, Phase.EPISODE)
-
-
-def min_jerk(s: float) -> float:
-    """The minimum-jerk profile 10 s^3 - 15 s^4 + 6 s^5 for s in [0, 1] (clipped): 0 -> 0, 1 -> 1,
-    zero velocity and acceleration at both ends."""
-    s = min(max(s, 0.0), 1.0)
-    return s * s * s * (10.0 - 15.0 * s + 6.0 * s * s)
 
 
 @dataclass
 class _GroupInput:
     position: np.ndarray  # rad, the group's joint order (cell config)
+    effort: Optional[np.ndarray]  # N*m, same order; None when the driver does not measure efforts
     stamp_s: float  # message stamp, s (the driver's clock)
     received_perf: float  # time.perf_counter() at receipt, s
     received_clock: float  # the node's clock at receipt, s (sim time under use_sim_time)
@@ -156,6 +147,9 @@ class PolicyNode(Node):
     a joint-state group may lag the newest one before it is stale. ``parameter_overrides``: e.g.
     ``use_sim_time``. Call :meth:`start_loop` once the node spins; :meth:`stop_loop` (or
     ``destroy_node``) ends the loop for good.
+
+    :attr:`phase` is the sequencer's (read from any thread); :attr:`fault` why the last episode was
+    aborted ("" until then, cleared by a start).
     """
 
     def __init__(self, cfg: CellConfig, networks: PolicyNetworks, *, context=None, blend_s: float = 1.0,
@@ -175,8 +169,11 @@ class PolicyNode(Node):
         self.stale_s = float(stale_periods) * self.period_s
         self.silent_s = max(SILENT_PERIODS, float(stale_periods)) * self.period_s
         spec = ContractSpec.from_config(cfg)
-        self.controller = PolicyController(spec, networks, cfg.goal, cfg.object.start_position)
-        self._dry = PolicyController(spec, networks, cfg.goal, cfg.object.start_position)  # the warm-up's own state
+        noise = ContractNoise(history=cfg.history_noise)  # as the original adds it always (contract document)
+        self.controller = PolicyController(spec, networks, cfg.goal, cfg.object.start_position, noise)
+        self._dry = PolicyController(spec, networks, cfg.goal, cfg.object.start_position, noise)  # the warm-up's own state
+        self._seq = EpisodeSequencer(self.controller, self._dry, period_s=self.period_s,
+                                     episode_steps=cfg.episode_steps, blend_s=self.blend_s, settle_s=self.settle_s)
         self.names = {k: joint_names(cfg, *k) for k in KEYS}
 
         # -- inputs (executor threads write, the loop reads; guarded by _lock) --------------------
@@ -215,21 +212,28 @@ class PolicyNode(Node):
         self._loop = PacedLoop(self.period_s, self._clock)
         self._thread: Optional[threading.Thread] = None
         self._shutdown = threading.Event()
-        self.phase = Phase.IDLE  # read by other threads for diagnostics and the start service
-        self.fault: str = ""
+        self._fault_episode = 0  # the episode the sequencer's fault belongs to
         self._seen_stops = 0
-        self._hold: Optional[np.ndarray] = None  # targets re-published while IDLE after an episode
-        self._reset_targets: Optional[np.ndarray] = None
-        self._blend_from: Optional[np.ndarray] = None
-        self._phase_t0 = 0.0  # node clock s at the phase's first tick
-        self._place_future = None
+        self._reported_phase = self.phase  # the phase the diagnostics last reported
+        self._place_future = None  # the pending place_object call, if any
         self._place_wall0 = 0.0
-        self._step = 0
         self._deadline = 0.0
         self._latency: list[float] = []
         self._latency_oldest: list[float] = []
         self._compute: list[float] = []
         self._publish_diagnostics()
+
+    @property
+    def phase(self) -> Phase:
+        """The episode phase (the sequencer's); read by other threads for diagnostics and the start service."""
+        return self._seq.phase
+
+    @property
+    def fault(self) -> str:
+        """Why the last episode was aborted (``"episode N aborted in phase P: why"``), "" if it was not
+        (cleared by the next start)."""
+        fault = self._seq.fault
+        return f"episode {self._fault_episode} {fault}" if fault else ""
 
     # ------------------------------------------------------------------------------------------
     # lifecycle
@@ -277,7 +281,13 @@ class PolicyNode(Node):
                 bad = int(np.flatnonzero(~np.isfinite(position))[0])
                 self._reject(topic, f"{topic}: joint {names[bad]} position is not finite: {position[bad]}")
                 return
-            entry = _GroupInput(position, stamp_to_s(msg.header.stamp), received, self._clock.now())
+            effort = None
+            if len(msg.effort) == len(msg.name):  # matched by name, like the positions
+                index = {n: i for i, n in enumerate(msg.name)}
+                effort = np.array([msg.effort[index[n]] for n in names], dtype=float)
+                if not np.isfinite(effort).all():
+                    effort = None
+            entry = _GroupInput(position, effort, stamp_to_s(msg.header.stamp), received, self._clock.now())
             with self._lock:
                 self._joints[key] = entry
         return callback
@@ -348,32 +358,35 @@ class PolicyNode(Node):
     # ------------------------------------------------------------------------------------------
 
     def _tick(self, k: int, deadline: float) -> None:
+        """One control period: stop, start, staleness and the placement's answer onto the
+        sequencer's hooks, then one sequencer tick at ``deadline`` (node clock s), published."""
         self._deadline = deadline  # the stamp of everything this tick publishes
         with self._lock:
             stops, start = self._stops, self._start_requested
             self._start_requested = False
             joints = dict(self._joints)
             obs = self._object
-        if self._stopped.is_set() or stops != self._seen_stops:
-            self._seen_stops = stops
-            self._hold = None
-            if start:
-                self.get_logger().warning(f"episode {self._episode} not started: the safety stop came first")
-            self._enter(Phase.ESTOPPED if self._stopped.is_set() else Phase.IDLE)
-            return
-        if self.phase is Phase.ESTOPPED:  # released
-            self._enter(Phase.IDLE)
-        if start:
-            self._begin(joints, deadline)
-        if self.phase in ACTIVE_PHASES:
-            stale = self._stale(joints, self._clock.now())
-            if stale:
-                self._fail(f"episode {self._episode} aborted in phase {self.phase.value}: {stale}")
-                return
         try:
-            getattr(self, f"_tick_{self.phase.value}")(deadline, joints, obs)
-        except Exception as exc:  # noqa: BLE001 - a fault of the policy or its inputs: stop commanding, report it
-            self._fail(f"episode {self._episode} aborted in phase {self.phase.value}: {type(exc).__name__}: {exc}")
+            if self._stopped.is_set() or stops != self._seen_stops:
+                self._seen_stops = stops
+                self._place_future = None
+                if start:
+                    self.get_logger().warning(f"episode {self._episode} not started: the safety stop came first")
+                self._seq.stop(latched=self._stopped.is_set())
+                return
+            self._seq.release()  # a released stop: idle
+            if start:
+                self._begin(joints, deadline)
+            if self._seq.active:
+                stale = self._stale(joints, self._clock.now())
+                if stale:
+                    self._fail(stale)
+                    return
+            if self.phase is Phase.PLACE and not self._poll_place():
+                return
+            self._run_sequencer(joints, obs)
+        finally:
+            self._report_phase()
 
     def _stale(self, joints: dict, now: float) -> str:
         """Why the joint states are stale (see the module docstring), or "" if they are fresh."""
@@ -390,100 +403,100 @@ class PolicyNode(Node):
                     f"{self.stale_s / self.period_s:g} periods)")
         return ""
 
-    def _enter(self, phase: Phase, t0: Optional[float] = None) -> None:
-        changed = phase is not self.phase
-        self.phase = phase
-        self._phase_t0 = self._clock.now() if t0 is None else t0
-        if changed:
+    def _report_phase(self) -> None:
+        """Diagnostics right away when the phase changed."""
+        if self.phase is not self._reported_phase:
+            self._reported_phase = self.phase
             self._publish_diagnostics()
 
     def _fail(self, reason: str) -> None:
-        self.fault = reason
-        self._hold = None
-        self.get_logger().error(reason)
-        self._enter(Phase.FAULT)
+        """Abort the episode (FAULT): ``reason`` goes to the sequencer, the log and the diagnostics."""
+        self._fault_episode = self._episode
+        self._seq.abort(reason)
+        self._after_fault()
+
+    def _after_fault(self) -> None:
+        self._place_future = None
+        self.get_logger().error(self.fault)
 
     def _begin(self, joints, deadline: float) -> None:
-        self.fault = ""
-        self._hold = None
-        self._blend_from = np.concatenate([joints[k].position for k in KEYS])
-        self._reset_targets = np.asarray(self.controller.reset(), dtype=float)
-        self._enter(Phase.BLEND, deadline)
-
-    def _tick_idle(self, deadline, joints, obs) -> None:
-        if self._hold is not None:
-            self._publish_commands(self._hold)
-
-    def _tick_estopped(self, deadline, joints, obs) -> None:
-        pass
-
-    def _tick_fault(self, deadline, joints, obs) -> None:
-        pass
-
-    def _tick_blend(self, deadline, joints, obs) -> None:
-        s = min_jerk((deadline - self._phase_t0) / self.blend_s)
-        self._publish_commands(self._blend_from + (self._reset_targets - self._blend_from) * s)
-        if s >= 1.0:
+        ok, why = self._seq.start(deadline, np.concatenate([joints[k].position for k in KEYS]))
+        if ok:  # (the sequencer cleared the fault)
             self._place_future = None
-            if self._place_client.service_is_ready():
-                self._place_future = self._place_client.call_async(Trigger.Request())
-                self._place_wall0 = time.monotonic()
-            self._enter(Phase.PLACE, deadline + self.period_s)
+        else:
+            self.get_logger().warning(f"episode {self._episode} not started: {why}")
 
-    def _tick_place(self, deadline, joints, obs) -> None:
-        self._publish_commands(self._reset_targets)
+    def _request_place(self) -> None:
+        """The sequencer asks for the object: ``/handover/twin/place_object`` if it is served (only the
+        twin serves it; on hardware the operator has placed the object: acknowledged right away)."""
+        if self._place_client.service_is_ready():
+            self._place_future = self._place_client.call_async(Trigger.Request())
+            self._place_wall0 = time.monotonic()
+        else:
+            self._place_future = None
+            self._seq.placed(True, f"{self.topics.twin_place_object} is not served: the operator placed the object")
+
+    def _poll_place(self) -> bool:
+        """Hand the placement's answer to the sequencer once it came; False if the episode was aborted
+        (a failed placement, or no answer within :data:`PLACE_TIMEOUT_S` wall-clock s)."""
         fut = self._place_future
-        if fut is not None:
-            if not fut.done():
-                if time.monotonic() - self._place_wall0 > PLACE_TIMEOUT_S:
-                    self._fail(f"episode {self._episode} aborted: {self.topics.twin_place_object} did not answer "
-                               f"within {PLACE_TIMEOUT_S:g} s")
+        if fut is None:
+            return True
+        if not fut.done():
+            if time.monotonic() - self._place_wall0 > PLACE_TIMEOUT_S:
+                self._fail(f"{self.topics.twin_place_object} did not answer within {PLACE_TIMEOUT_S:g} s")
+                return False
+            return True
+        self._place_future = None
+        res = fut.result()
+        if res is None or not res.success:
+            self._fault_episode = self._episode
+            self._seq.placed(False, f"{self.topics.twin_place_object}: {'no response' if res is None else res.message}")
+            self._after_fault()
+            return False
+        self._seq.placed(True, res.message)
+        return True
+
+    def _run_sequencer(self, joints: dict, obs: ObjectObservation) -> None:
+        """One sequencer tick on the newest inputs, and what it says published. A fault of the policy
+        or its inputs (an exception) stops the commanding and is reported."""
+        q = np.concatenate([joints[k].position for k in KEYS]) if len(joints) == len(KEYS) else None
+        efforts = None
+        if self.controller.needs_efforts and q is not None:
+            missing = [k for k in KEYS if joints[k].effort is None]
+            if missing and self._seq.phase.value == "episode":
+                self._fail("the bundle's property estimator needs joint efforts, but "
+                           + ", ".join(self.topics.joint_states[k] for k in missing) + " carry none")
                 return
-            res = fut.result()
-            if res is None or not res.success:
-                why = "no response" if res is None else res.message
-                self._fail(f"episode {self._episode} aborted: {self.topics.twin_place_object} failed: {why}")
+            efforts = None if missing else np.concatenate([joints[k].effort for k in KEYS])
+        try:
+            c0 = time.perf_counter()
+            out = self._seq.tick(self._deadline, q, obs, efforts)
+            c1 = time.perf_counter()
+        except Exception as exc:  # noqa: BLE001 - a fault of the policy or its inputs: stop commanding, report it
+            self._fail(f"{type(exc).__name__}: {exc}")
+            return
+        self._publish(out, joints, c1 - c0)
+        if out.request_place:
+            self._request_place()
+
+    def _publish(self, out: SequencerTick, joints: dict, compute_s: float) -> None:
+        """The tick's commands, predicted goal and episode end, as the sequencer says. (The end is
+        reported even if a stop silenced its commands, as before the sequencer.)"""
+        if out.targets is not None:
+            sent_all = self._publish_commands(out.targets)
+            if not sent_all and not out.done:
                 return
-        if deadline - self._phase_t0 >= self.settle_s - 1e-9:
-            self._enter(Phase.WARMUP, deadline)
-
-    def _tick_warmup(self, deadline, joints, obs) -> None:
-        self._publish_commands(self._reset_targets)
-        q = np.concatenate([joints[k].position for k in KEYS])
-        self._dry.reset()
-        self._dry.targets(self._clock.now(), q, obs)  # the dry step: result discarded
-        self.controller.reset()  # the networks' recurrent state back to the episode start
-        self._step = 0
-        self._enter(Phase.EPISODE, deadline + self.period_s)
-
-    def _tick_episode(self, deadline, joints, obs) -> None:
-        if self._step >= self.cfg.episode_steps:  # one period after the last command
-            self._publish_done()
-            return
-        q = np.concatenate([joints[k].position for k in KEYS])
-        newest = max(e.received_perf for e in joints.values())
-        oldest = min(e.received_perf for e in joints.values())
-        c0 = time.perf_counter()
-        targets = np.asarray(self.controller.targets(self._clock.now(), q, obs), dtype=float)
-        c1 = time.perf_counter()
-        if not self._publish_commands(targets):
-            return
-        sent = time.perf_counter()
-        self._latency.append(sent - newest)
-        self._latency_oldest.append(sent - oldest)
-        self._compute.append(c1 - c0)
-        res = self.controller.last_result
-        if res is not None and not self._stopped.is_set():
-            self._goal_pub.publish(point_msg(self._deadline, res.predicted_goal_world))
-        self._hold = targets
-        self._step += 1
-
-    def _publish_done(self) -> None:
-        if self._hold is not None:
-            self._publish_commands(self._hold)
-        self._done_pub.publish(UInt32(data=self._episode))
-        self.get_logger().info(f"episode {self._episode} done ({self.cfg.episode_steps} steps); holding the last targets")
-        self._enter(Phase.IDLE)
+            if sent_all and out.step is not None:  # a policy step: timing records
+                sent = time.perf_counter()
+                self._latency.append(sent - max(e.received_perf for e in joints.values()))
+                self._latency_oldest.append(sent - min(e.received_perf for e in joints.values()))
+                self._compute.append(compute_s)
+        if out.result is not None and not self._stopped.is_set():
+            self._goal_pub.publish(point_msg(self._deadline, out.result.predicted_goal_world))
+        if out.done:
+            self._done_pub.publish(UInt32(data=self._episode))
+            self.get_logger().info(f"episode {self._episode} done ({self.cfg.episode_steps} steps); holding the last targets")
 
     def _publish_commands(self, targets: np.ndarray) -> bool:
         """The four joint commands of 44 targets (contract order, rad). Returns False (and publishes
@@ -510,7 +523,7 @@ class PolicyNode(Node):
         if phase is Phase.FAULT:
             return NodeState.FAULT, self.fault
         if phase is Phase.IDLE:
-            return NodeState.RUNNING, "idle, holding the last targets" if self._hold is not None else "idle"
+            return NodeState.RUNNING, "idle, holding the last targets" if self._seq.hold_targets is not None else "idle"
         if phase is Phase.ESTOPPED:
             return NodeState.RUNNING, "idle (stop released)"
         return NodeState.RUNNING, f"episode {self._episode}: {phase.value}"
@@ -529,9 +542,9 @@ class PolicyNode(Node):
     def timing(self) -> dict:
         """Timing records so far (s): ``state_to_command_s`` per EPISODE tick (receive of the newest
         joint state used -> publish of the last joint command, perf_counter), ``state_to_command_oldest_s``
-        (the same from the oldest of the four groups), ``compute_s`` (the policy step), ``wakeups_s``
-        (every tick, node clock), ``jitter_s`` (|interval - period| between wake-ups), ``overruns``,
-        ``skipped`` (counts)."""
+        (the same from the oldest of the four groups), ``compute_s`` (the sequencer's tick, i.e. the
+        policy step), ``wakeups_s`` (every tick, node clock), ``jitter_s`` (|interval - period| between
+        wake-ups), ``overruns``, ``skipped`` (counts)."""
         stats = self._loop.stats
         return {
             "state_to_command_s": np.asarray(self._latency, dtype=float),

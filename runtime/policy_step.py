@@ -14,7 +14,7 @@ from typing import Optional
 import numpy as np
 
 from handover.runtime.contract import DOFS, PROPERTY_HISTORY_LEN, PROPERTY_STEP_SIZE, ContractSpec
-from handover.runtime.contract_state import ContractState
+from handover.runtime.contract_state import ContractNoise, ContractState
 from handover.runtime.errors import InputError
 from handover.runtime.policy_networks import PolicyNetworks
 
@@ -48,10 +48,11 @@ class PolicyStep:
     """One object per running policy. Call :meth:`reset` at each episode start, then :meth:`step`
     once per control period."""
 
-    def __init__(self, spec: ContractSpec, networks: PolicyNetworks):
+    def __init__(self, spec: ContractSpec, networks: PolicyNetworks, noise: ContractNoise = ContractNoise(),
+                 rng: Optional[np.random.Generator] = None):
         self.spec = spec
         self.networks = networks
-        self.state = ContractState(spec)
+        self.state = ContractState(spec, noise, rng)
         self.window: Optional[PropertyWindow] = None
         self._with_efforts = False
         size = networks.actors.property_input_size
@@ -62,6 +63,11 @@ class PolicyStep:
             self._with_efforts = size == with_efforts
             self.window = PropertyWindow(size // PROPERTY_HISTORY_LEN)
         self.reset()
+
+    @property
+    def needs_efforts(self) -> bool:
+        """True when the bundle's property estimator takes the 44 joint efforts."""
+        return self._with_efforts
 
     def reset(self) -> np.ndarray:
         """Episode start: contract state, recurrent states and the property window cleared.

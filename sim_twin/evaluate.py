@@ -1,26 +1,44 @@
 """``handover eval``: success rate of a policy bundle in the MuJoCo twin, per object mass factor,
-and the error of the bundle's mass estimate.
+under the original's training randomization and real-time timing if asked, and the error of the
+bundle's mass estimate.
 
-Every episode runs the deployed path: the ONNX bundle (:class:`PolicyNetworks`) inside a
-:class:`PolicyController`, reading and commanding the twin's devices (:class:`TwinDevices`)
-through :func:`run_episode`. No expert, no privileged state: the policy sees the joint readings
-and the simulated D435 tracker (noise, latency, dropout as configured).
+Every episode runs the deployed path and the deployed protocol: the ONNX bundle
+(:class:`PolicyNetworks`) inside a :class:`PolicyController`, driven by the
+:class:`~handover.runtime.episode_sequencer.EpisodeSequencer` that the ROS 2 policy node runs
+(blend to the reset pose from where the last episode ended, place the object, settle, dry step, the
+policy steps, one period holding), reading and commanding the twin's devices (:class:`TwinDevices`,
+every command through the command gate) in lockstep with the physics
+(:func:`~handover.sim_twin.episode.run_protocol_episode`). No expert, no privileged state: the
+policy sees the joint readings and the simulated D435 tracker (noise, latency, dropout as
+configured), with the contract's history noise (``history_noise`` in the cell config).
 
-Per mass factor ``f`` there are N episodes with ``EpisodeParams(mass_factor=f)`` (every other
-parameter nominal), each from :meth:`Twin.reset`, ``cfg.episode_steps`` control steps long
-(or ``--steps``), judged by :func:`handover.sim_twin.success.judge` (rule:
-:data:`~handover.sim_twin.success.SUCCESS_RULE`) after its last step.
+``randomize``: ``none`` (nominal physics, the object's mass factor as given) or ``training`` (the
+original's training randomization, contract document: object mass x U(0.5, 1.5) unless mass factors
+are given, friction x U(0.7, 1.3), scale x U(0.95, 1.05); the thrower's per-joint PD gains, limits,
+link masses and friction; gravity + N(0, 0.4); observation noise N(0, 0.002) + correlated 0.001,
+action noise N(0, 0.05) + correlated 0.015). ``timing``: ``lockstep`` (commands act from the next
+physics step, readings are current) or ``jitter`` (:class:`~handover.sim_twin.twin.TimingJitter`:
+each command takes effect after U(0, 20 ms), each joint reading is U(0, 20 ms) old, drawn per command
+and per reading, as in an unsynchronised real-time graph over the real devices).
 
-Reproducibility: the tracker noise of episode ``e`` (0..N-1) of every factor is drawn from
-``numpy.random.default_rng([seed, e])``; physics and networks are deterministic, so the same
-bundle, config, factors, episode count and seed give the same report. (Episode ``e`` of each
-factor sees the same noise, which makes the factors directly comparable.) One policy runs all
-episodes, factors in the given order: the contract's frame stack is not cleared at reset
-(quirk of the original), so an episode's first observations carry the previous episode's frames.
+Judged by :func:`handover.sim_twin.success.judge` (rule :data:`~handover.sim_twin.success.SUCCESS_RULE`)
+on the episode's last tick. Per episode the report records its parameters and, per joint group, the
+peak joint speed in the twin during the policy steps next to the group's velocity limit (the twin
+enforces the limit, so a peak at the limit means the motion was cut; ``saturated_fraction`` is the
+share of physics steps a joint of the group spent there) and the peak speed the policy's targets
+asked for (target change per control period, before the gate).
+
+Reproducibility: episode ``e`` of group ``g`` draws its parameters from
+``default_rng([seed, g, e, 0])``, tracker noise from ``[seed, g, e, 1]``, timing from ``[seed, g,
+e, 2]`` and contract noise from ``[seed, g, e, 3]``; physics and networks are deterministic, so the
+same bundle, config, options and seed give the same report. One policy and one twin run all
+episodes in order: the contract's frame stack is not cleared at reset (quirk of the original), and
+each episode starts where the last ended.
 
 Mass estimate of an episode: the property estimator's ``mass`` output (manifest
-``output_labels``) at the episode's last control step, as a factor of the nominal mass; its
-relative error is ``|estimate - f| / f``; the mass MRE of a factor is the mean over its episodes.
+``output_labels``) at the episode's last policy step, as a factor of the nominal mass; its relative
+error is ``|estimate - f| / f`` with ``f`` the episode's true factor; the mass MRE of a group is the
+mean over its episodes.
 """
 
 from __future__ import annotations
@@ -31,6 +49,7 @@ import math
 import sys
 import time
 from collections import Counter
+import dataclasses
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
@@ -42,6 +61,14 @@ from handover.runtime.cell_config import DEFAULT_CONFIG_PATH, CellConfig, load_c
 from handover.runtime.errors import InputError
 
 DEFAULT_MASS_FACTORS = (1.0,)
+RANDOMIZE = ("none", "training")
+TIMING = ("lockstep", "jitter")
+DRAWN = "drawn"  # the group key of episodes whose mass factor the training randomization draws
+TIMING_MODELS = {
+    "lockstep": "commands act from the next physics step; joint readings are current",
+    "jitter": "each command takes effect after U(0, 20 ms); each joint reading is U(0, 20 ms) old; drawn per "
+              "command and per reading, in whole physics steps",
+}
 DEFAULT_EPISODES = 20
 TRAINING_MASS_RANGE = (0.5, 1.5)  # the original environment's mass randomization, x nominal
 MASS_LABEL = "mass"  # property-estimator output used as the mass-factor estimate
@@ -59,6 +86,11 @@ def factor_key(factor: float) -> str:
     """The factor as a short string with at least one decimal: 1 -> "1.0", 0.6 -> "0.6", 2.25 -> "2.25"."""
     s = f"{factor:g}"
     return s if any(c in s for c in ".en") else f"{s}.0"  # "e": 1e-05, "n": inf/nan
+
+
+def group_key(factor: Optional[float]) -> str:
+    """The report's group key of a mass factor: :func:`factor_key`, or :data:`DRAWN` for None."""
+    return DRAWN if factor is None else factor_key(factor)
 
 
 def check_mass_factors(factors: Sequence[float], source: str = "mass_factors") -> tuple[float, ...]:
@@ -98,9 +130,20 @@ def parse_mass_factors(text: str, option: str = "--mass-factors") -> tuple[float
 
 
 @dataclass(frozen=True)
+class GroupSpeed:
+    """Joint speeds of one joint group (e.g. ``thrower/arm``) during an episode's policy steps, rad/s."""
+
+    peak: float  # peak |velocity| in the twin (at most the limit: the twin enforces it)
+    limit: float  # the group's velocity limit (the largest of its joints')
+    saturated_fraction: float  # share of physics steps in which some joint of the group was at its limit
+    commanded_peak: float  # peak |target change| / control period of the policy's targets, before the gate
+
+
+@dataclass(frozen=True)
 class EpisodeResult:
+    group: str  # the mass-factor group: factor_key(f), or DRAWN
     mass_factor: float  # true object mass factor of the episode
-    episode: int  # index within the factor, 0..N-1 (also the tracker-noise seed index)
+    episode: int  # index within the group, 0..N-1
     success: bool
     kind: str  # outcome kind, see handover.sim_twin.success.KINDS
     reason: str
@@ -108,6 +151,8 @@ class EpisodeResult:
     object_position: tuple[float, float, float]  # m, world, at the end
     mass_estimate: Optional[float]  # factor, or None without a mass estimator
     wall_s: float  # wall time of the episode incl. reset and judgement, s
+    params: dict = field(default_factory=dict)  # the episode's EpisodeParams (EpisodeParams.to_json)
+    speeds: dict = field(default_factory=dict)  # "side/group" -> GroupSpeed
 
     @property
     def mass_relative_error(self) -> Optional[float]:
@@ -118,7 +163,7 @@ class EpisodeResult:
 
 @dataclass(frozen=True)
 class FactorSummary:
-    mass_factor: float
+    mass_factor: Optional[float]  # None for the DRAWN group
     episodes: int
     successes: int
     mass_mre: Optional[float]  # 0..1 (fraction), None without a mass estimator
@@ -137,8 +182,10 @@ class EvalReport:
     seed: int
     steps: int  # control steps per episode
     episodes_per_factor: int
-    mass_factors: tuple[float, ...]
+    mass_factors: tuple[Optional[float], ...]  # None: drawn by the training randomization
     has_mass_estimate: bool
+    randomize: str = "none"
+    timing: str = "lockstep"
     results: list[EpisodeResult] = field(default_factory=list)
     wall_s: float = 0.0
     created_utc: str = ""
@@ -159,10 +206,11 @@ class EvalReport:
         """Summaries keyed by :func:`factor_key`, in the order of :attr:`mass_factors`."""
         out = {}
         for f in self.mass_factors:
-            rs = [r for r in self.results if r.mass_factor == f]
+            key = group_key(f)
+            rs = [r for r in self.results if r.group == key]
             errs = [r.mass_relative_error for r in rs if r.mass_estimate is not None]
             ests = [r.mass_estimate for r in rs if r.mass_estimate is not None]
-            out[factor_key(f)] = FactorSummary(
+            out[key] = FactorSummary(
                 mass_factor=f,
                 episodes=len(rs),
                 successes=sum(r.success for r in rs),
@@ -170,6 +218,21 @@ class EvalReport:
                 mean_estimate=float(np.mean(ests)) if ests else None,
                 outcomes=dict(Counter(r.kind for r in rs)),
             )
+        return out
+
+    def speed_summary(self) -> dict[str, dict]:
+        """Per joint group over all episodes: the peak speed, the limit, the mean saturated fraction
+        and the peak commanded speed (rad/s)."""
+        out: dict[str, dict] = {}
+        for r in self.results:
+            for g, sp in r.speeds.items():
+                o = out.setdefault(g, {"peak_rad_s": 0.0, "limit_rad_s": sp.limit, "saturated_fraction": [],
+                                       "commanded_peak_rad_s": 0.0})
+                o["peak_rad_s"] = max(o["peak_rad_s"], sp.peak)
+                o["commanded_peak_rad_s"] = max(o["commanded_peak_rad_s"], sp.commanded_peak)
+                o["saturated_fraction"].append(sp.saturated_fraction)
+        for o in out.values():
+            o["saturated_fraction"] = float(np.mean(o["saturated_fraction"]))
         return out
 
     @property
@@ -188,6 +251,10 @@ class EvalReport:
             "mass_mre": self.mass_mre,
             "mass_estimate_mean": {k: s.mean_estimate for k, s in by.items() if s.mean_estimate is not None},
             "outcomes_by_mass_factor": {k: s.outcomes for k, s in by.items()},
+            "randomize": self.randomize,
+            "timing": self.timing,
+            "timing_model": TIMING_MODELS[self.timing],
+            "joint_speeds": self.speed_summary(),
             "bundle": self.bundle,
             "config": self.config,
             "seed": self.seed,
@@ -199,10 +266,7 @@ class EvalReport:
             "wall_s": self.wall_s,
             "wall_s_per_episode": self.wall_s / self.episodes if self.episodes else None,
             "created_utc": self.created_utc,
-            "results": [
-                {k: v for k, v in asdict(r).items() if k != "wall_s"} | {"mass_factor": factor_key(r.mass_factor)}
-                for r in self.results
-            ],
+            "results": [{k: v for k, v in asdict(r).items() if k != "wall_s"} for r in self.results],
         }
 
 
@@ -219,31 +283,70 @@ def _mass_output_index(networks) -> Optional[int]:
     return prop.output_labels.index(MASS_LABEL)
 
 
+def _check_choice(name: str, value: str, choices: tuple[str, ...]) -> str:
+    if value not in choices:
+        raise InputError(f"{name}: {value!r} is not one of {', '.join(choices)}")
+    return value
+
+
+def group_speeds(cfg: CellConfig, stats, records) -> dict:
+    """Per joint group: :class:`GroupSpeed` from the twin's :class:`~handover.sim_twin.twin.SpeedStats`
+    (over the policy steps) and the policy's targets of those ticks (rad, before the gate)."""
+    from handover.sim_twin.devices import GROUPS
+
+    targets = [r.result.targets for r in records if r.step is not None and r.result is not None]
+    commanded = np.abs(np.diff(np.asarray(targets), axis=0)) / cfg.control_period_s if len(targets) > 1 else np.zeros((1, 44))
+    out, i = {}, 0
+    for side, group in GROUPS:
+        n = len(getattr(getattr(cfg, side), group).joints)
+        sl = slice(i, i + n)
+        i += n
+        limit = np.asarray(getattr(getattr(cfg, side), group).velocity_limit)
+        out[f"{side}/{group}"] = GroupSpeed(
+            peak=float(stats.peak[sl].max()),
+            limit=float(limit.max()),
+            saturated_fraction=float(stats.saturated_steps[sl].max() / max(stats.steps, 1)),
+            commanded_peak=float(commanded[:, sl].max()),
+        )
+    return out
+
+
 def evaluate(
     bundle_dir: str | Path,
-    mass_factors: Sequence[float] = DEFAULT_MASS_FACTORS,
+    mass_factors: Optional[Sequence[float]] = None,
     episodes: int = DEFAULT_EPISODES,
     seed: int = 0,
     cfg: Optional[CellConfig] = None,
     steps: Optional[int] = None,
     progress: bool = True,
+    randomize: str = "none",
+    timing: str = "lockstep",
 ) -> EvalReport:
     """Run ``episodes`` episodes per mass factor with the bundle in ``bundle_dir`` (see the module
-    docstring). ``cfg``: the cell config (default ``launch/cell.yaml``); ``steps``: control steps
-    per episode (default ``cfg.episode_steps``); ``progress``: a tqdm bar on stderr.
+    docstring). ``mass_factors``: default (1.0,) without randomization, one group whose mass the
+    randomization draws with ``randomize="training"``; ``cfg``: the cell config (default
+    ``launch/cell.yaml``); ``steps``: policy steps per episode (default ``cfg.episode_steps``);
+    ``progress``: a tqdm bar on stderr.
 
-    Raises :class:`InputError` for bad factors/counts, ``BundleError`` for a bad bundle."""
+    Raises :class:`InputError` for bad factors/counts/choices, ``BundleError`` for a bad bundle."""
     from tqdm import tqdm
 
     from handover.runtime.contract import ContractSpec
+    from handover.runtime.contract_state import ContractNoise
+    from handover.runtime.episode_sequencer import EpisodeSequencer
     from handover.runtime.policy_controller import PolicyController
     from handover.runtime.policy_networks import PolicyNetworks
     from handover.sim_twin.devices import TwinDevices
-    from handover.sim_twin.episode import run_episode
+    from handover.sim_twin.episode import run_protocol_episode
     from handover.sim_twin.success import judge
-    from handover.sim_twin.twin import EpisodeParams, Twin
+    from handover.sim_twin.twin import EpisodeParams, TimingJitter, Twin
 
-    factors = check_mass_factors(list(mass_factors))
+    randomize = _check_choice("randomize", randomize, RANDOMIZE)
+    timing = _check_choice("timing", timing, TIMING)
+    if mass_factors is None:
+        factors: tuple[Optional[float], ...] = (None,) if randomize == "training" else DEFAULT_MASS_FACTORS
+    else:
+        factors = check_mass_factors(list(mass_factors))
     if isinstance(episodes, bool) or not isinstance(episodes, int) or episodes < 1:
         raise InputError(f"episodes: must be a whole number >= 1 (got {episodes!r})")
     cfg = cfg or load_cell_config()
@@ -253,7 +356,11 @@ def evaluate(
 
     networks = PolicyNetworks.load(bundle_dir)
     mass_index = _mass_output_index(networks)
-    controller = PolicyController(ContractSpec.from_config(cfg), networks, cfg.goal, cfg.object.start_position)
+    spec = ContractSpec.from_config(cfg)
+    noise = ContractNoise.training(cfg.history_noise) if randomize == "training" else ContractNoise(history=cfg.history_noise)
+    controller = PolicyController(spec, networks, cfg.goal, cfg.object.start_position, noise)
+    dry = PolicyController(spec, networks, cfg.goal, cfg.object.start_position, noise)
+    sequencer = EpisodeSequencer(controller, dry, period_s=cfg.control_period_s, episode_steps=steps)
     twin = Twin(cfg, seed=seed)
     devices = TwinDevices.create(twin)
     devices.bring_up()
@@ -261,28 +368,49 @@ def evaluate(
     report = EvalReport(
         bundle=str(Path(bundle_dir).resolve()), config=str(cfg.source), seed=seed, steps=steps,
         episodes_per_factor=episodes, mass_factors=factors, has_mass_estimate=mass_index is not None,
+        randomize=randomize, timing=timing,
         created_utc=datetime.now(timezone.utc).isoformat(timespec="seconds"),
     )
     bar = tqdm(total=len(factors) * episodes, unit="episode", file=sys.stderr, disable=not progress,
                desc="eval", dynamic_ncols=True)
     t_start = time.perf_counter()
     try:
-        for f in factors:
+        for g, f in enumerate(factors):
             for e in range(episodes):
                 t0 = time.perf_counter()
-                twin.reset(EpisodeParams(mass_factor=f))
-                twin.camera.rng = np.random.default_rng([seed, e])
-                run_episode(devices, controller, steps)
+                rng = lambda k: np.random.default_rng([seed, g, e, k])  # noqa: E731
+                if randomize == "training":
+                    params = EpisodeParams.sample_training(rng(0), twin.thrower_links)
+                    if f is not None:
+                        params = dataclasses.replace(params, mass_factor=f)
+                else:
+                    params = EpisodeParams(mass_factor=f)
+                twin.camera.rng = rng(1)
+                twin.set_timing(TimingJitter() if timing == "jitter" else None, rng(2))
+                for c in (controller, dry):
+                    c.step_fn.state.set_noise(noise, rng(3))
+
+                def place() -> tuple[bool, str]:
+                    twin.place_object(params)
+                    return True, ""
+
+                def on_tick(rec) -> None:
+                    if rec.step is None and rec.phase == "warmup":
+                        twin.reset_speed_stats()  # count the policy steps only
+
+                records = run_protocol_episode(devices, sequencer, place, on_tick=on_tick,
+                                               read_efforts=controller.needs_efforts)
                 out = judge(twin)
                 props = controller.last_result.properties if controller.last_result is not None else None
                 estimate = float(np.asarray(props).reshape(-1)[mass_index]) if mass_index is not None and props is not None else None
                 report.results.append(EpisodeResult(
-                    mass_factor=f, episode=e, success=out.success, kind=out.kind, reason=out.reason,
-                    distance_to_catcher_palm=out.distance_to_catcher_palm,
+                    group=group_key(f), mass_factor=params.mass_factor, episode=e, success=out.success, kind=out.kind,
+                    reason=out.reason, distance_to_catcher_palm=out.distance_to_catcher_palm,
                     object_position=tuple(float(x) for x in out.object_position),
-                    mass_estimate=estimate, wall_s=time.perf_counter() - t0,
+                    mass_estimate=estimate, wall_s=time.perf_counter() - t0, params=params.to_json(),
+                    speeds=group_speeds(cfg, twin.speed_stats, records),
                 ))
-                bar.set_postfix(mass=factor_key(f), success=f"{report.successes}/{report.episodes}", refresh=False)
+                bar.set_postfix(mass=group_key(f), success=f"{report.successes}/{report.episodes}", refresh=False)
                 bar.update(1)
     finally:
         bar.close()
@@ -303,6 +431,15 @@ def format_table(report: EvalReport) -> str:
         est = f"{s.mean_estimate:.3f}" if s.mean_estimate is not None else "-"
         lines.append(f"{key:>11}  {f'{s.successes}/{s.episodes}':>11}  {100 * s.success_rate:>9.1f}  {mre:>10}  {est:>13}")
     lines.append("-" * len(header))
+    speeds = report.speed_summary()
+    if speeds:
+        lines.append(f"{'joint group':>13}  {'peak rad/s':>10}  {'limit':>6}  {'at limit %':>10}  {'asked rad/s':>11}")
+        for g, sp in speeds.items():
+            lines.append(f"{g:>13}  {sp['peak_rad_s']:>10.2f}  {sp['limit_rad_s']:>6.2f}  "
+                         f"{100 * sp['saturated_fraction']:>10.1f}  {sp['commanded_peak_rad_s']:>11.2f}")
+        lines.append("  peak: in the twin during the policy steps (it enforces the limits); at limit: share of physics "
+                     "steps a joint of the group was held at its limit; asked: the policy's target change per period")
+    lines.append(f"randomize {report.randomize}, timing {report.timing} ({TIMING_MODELS[report.timing]})")
     summary = f"overall: {report.successes}/{report.episodes} episodes succeeded ({100 * report.success_rate:.1f} %)"
     errs = [r.mass_relative_error for r in report.results if r.mass_estimate is not None]
     if errs:
@@ -324,7 +461,8 @@ def write_plot(report: EvalReport, path: str | Path) -> Path:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     by = report.by_factor()
-    x = np.array([s.mass_factor for s in by.values()])
+    # The DRAWN group (mass from the training randomization) stands at the nominal factor 1.0.
+    x = np.array([1.0 if s.mass_factor is None else s.mass_factor for s in by.values()])
     gaps = np.diff(np.unique(x))
     width = 0.6 * float(gaps.min()) if gaps.size else 0.15
     lo, hi = min(x.min(), TRAINING_MASS_RANGE[0]) - width, max(x.max(), TRAINING_MASS_RANGE[1]) + width
@@ -346,12 +484,13 @@ def write_plot(report: EvalReport, path: str | Path) -> Path:
     ax_s.set_ylabel("success rate (%)")
     ax_s.legend(loc="upper right", fontsize=8)
     ax_s.set_title(f"{'/'.join(Path(report.bundle).parts[-2:])}: {report.episodes_per_factor} episodes per factor, "
-                   f"{report.steps} steps, seed {report.seed}", fontsize=10)
+                   f"{report.steps} steps, randomize {report.randomize}, timing {report.timing}, seed {report.seed}",
+                   fontsize=9)
 
     mre = report.mass_mre
     if mre:
         keys = [k for k in by if k in mre]
-        ax_m.bar([by[k].mass_factor for k in keys], [100 * mre[k] for k in keys], width=width, color="tab:orange")
+        ax_m.bar([1.0 if by[k].mass_factor is None else by[k].mass_factor for k in keys], [100 * mre[k] for k in keys], width=width, color="tab:orange")
         ax_m.set_ylim(bottom=0)
     else:
         ax_m.text(0.5, 0.5, "no mass estimate (no property estimator with a 'mass' output)",
@@ -359,7 +498,7 @@ def write_plot(report: EvalReport, path: str | Path) -> Path:
         ax_m.set_ylim(0, 1)
     ax_m.set_ylabel("mass MRE (%)")
     ax_m.set_xlabel("object mass factor (x nominal)")
-    ax_m.set_xticks(x, [factor_key(f) for f in x])
+    ax_m.set_xticks(x, list(by))
     fig.savefig(path, dpi=110)
     return path
 
@@ -385,18 +524,24 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--bundle", type=Path, default=None, metavar="DIR", help="policy bundle (default: the config's models.bundle)")
     p.add_argument("--episodes", type=int, default=DEFAULT_EPISODES, metavar="N", help="episodes per mass factor (default: %(default)s)")
     p.add_argument("--json", type=Path, required=True, metavar="OUT.json", help="write the report here")
-    p.add_argument("--mass-factors", default=",".join(factor_key(f) for f in DEFAULT_MASS_FACTORS), metavar="LIST",
-                   help="comma-separated object mass factors, x nominal (default: %(default)s), e.g. 0.2,0.6,1.0,1.4,2.2")
+    p.add_argument("--mass-factors", default=None, metavar="LIST",
+                   help="comma-separated object mass factors, x nominal, e.g. 0.2,0.6,1.0,1.4,2.2 (default: 1.0; with "
+                   "--randomize training: drawn per episode)")
+    p.add_argument("--randomize", choices=RANDOMIZE, default="none",
+                   help="none: nominal physics; training: the original's training randomization, observation and action "
+                   "noise included (default: %(default)s)")
+    p.add_argument("--timing", choices=TIMING, default="lockstep",
+                   help="lockstep, or jitter: commands act after 0-20 ms, joint readings 0-20 ms old (default: %(default)s)")
     p.add_argument("--plot", type=Path, default=None, metavar="OUT.png", help="plot (default: next to the JSON, .png)")
     p.add_argument("--config", type=Path, default=DEFAULT_CONFIG_PATH)
-    p.add_argument("--seed", type=int, default=0, help="tracker-noise seed (default: %(default)s)")
+    p.add_argument("--seed", type=int, default=0, help="seed of the randomization, noise and timing (default: %(default)s)")
     p.add_argument("--steps", type=int, default=None, metavar="K", help="control steps per episode (default: the config's episode_steps)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
-    factors = parse_mass_factors(args.mass_factors)
+    factors = None if args.mass_factors is None else parse_mass_factors(args.mass_factors)
     if args.episodes < 1:
         raise InputError(f"--episodes: must be >= 1 (got {args.episodes})")
     if args.steps is not None and args.steps < 1:
@@ -406,7 +551,7 @@ def run(args: argparse.Namespace) -> int:
     if bundle is None:
         raise InputError(f"--bundle: not given, and {cfg.source} has no models.bundle")
     report = evaluate(bundle, factors, args.episodes, seed=args.seed, cfg=cfg, steps=args.steps,
-                      progress=not args.no_progress)
+                      progress=not args.no_progress, randomize=args.randomize, timing=args.timing)
     json_path = write_json(report, args.json)
     plot_path = write_plot(report, args.plot or args.json.with_suffix(".png"))
     print(format_table(report))

@@ -112,10 +112,20 @@ def test_stop_mid_throw_over_dds(graph):
         late = [t - t_stop for t, _ in w.commands if t > t_stop + bound]
     assert not late, f"{len(late)} commands arrived more than {bound*1e3:.0f} ms after the stop (first at +{late[0]*1e3:.1f} ms)"
     assert len(w.goals) < CFG.episode_steps  # the episode was cut short
-    # joints at rest: the twin's arms and hands no longer move
+    # The drivers hold: from the stop on, the twin's PD targets do not change at all.
     twin = graph.twin
-    speeds = [np.abs(dev.read(twin.twin.time).velocity).max() for dev in twin.devices.joint_groups.values()]
-    assert max(speeds) < 0.1, f"joint speeds {speeds} rad/s 1 s after the stop"
+    with twin.lock:
+        held = twin.twin.data.ctrl[twin.twin.actuator_ids].copy()
+    time.sleep(0.5)
+    with twin.lock:
+        np.testing.assert_array_equal(twin.twin.data.ctrl[twin.twin.actuator_ids], held)
+    # ...and the motion dies out around the held targets. The twin's arms have the original's light
+    # drive damping (1 N m s/rad, damping ratio ~0.05) and ring for a few seconds after a stop in
+    # mid-swing (catcher arm still 0.55 rad/s 1 s after the stop, measured), so rest is awaited.
+    def speeds():
+        with twin.lock:
+            return [np.abs(dev.read(twin.twin.time).velocity).max() for dev in twin.devices.joint_groups.values()]
+    _wait(lambda: max(speeds()) < 0.1, 6.0, "the joints to come to rest around the held targets")
     # latched: a start is refused; a reset while the estop is true is refused with the reason
     assert not w.call(w.start).success
     res = w.call(w.reset)

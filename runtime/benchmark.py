@@ -1,10 +1,13 @@
 """``handover benchmark``: latency of the policy step, onnxruntime against torch eager.
 
-Both rows run the full :class:`~handover.runtime.policy_step.PolicyStep` (history, goal estimator,
-frame, stack, both actors, action mapping) on one thread, with the same networks: randomly
-initialised networks with the original module tree (``layer_N`` 2, hidden 512), exported to a
-temporary bundle for onnxruntime and run in torch eager from the same weights. An episode reset
-every 30 steps is not timed. Prints p50/p99/max per step and the torch/onnxruntime ratio.
+Every row runs the full :class:`~handover.runtime.policy_step.PolicyStep` (history, goal estimator,
+frame, stack, the actors, action mapping) on one thread, with the same networks: randomly
+initialised networks with the original module trees, exported to a temporary bundle for
+onnxruntime and run in torch eager from the same weights. ``--algo mappo`` (default): two actors
+(``layer_N`` 2, hidden 512); ``--algo ppo``: one policy 900-1024-1024-512-44. Rows: ``onnxruntime``
+(the actors in one session, as :meth:`PolicyNetworks.load` runs them), ``onnxruntime, separate
+sessions`` (one runner per network, for comparison) and ``torch eager``. An episode reset every 30
+steps is not timed. Prints p50/p99/max per step and the torch/onnxruntime ratio.
 Target: onnxruntime p99 under 0.5 ms on one core.
 """
 
@@ -20,7 +23,9 @@ import numpy as np
 
 from handover.runtime.cell_config import DEFAULT_CONFIG_PATH, load_cell_config
 from handover.runtime.contract import ContractSpec
-from handover.runtime.policy_networks import PolicyNetworks, SeparateActors
+from handover.runtime.bundle import PPO, load_manifest
+from handover.runtime.onnx_runner import NetworkRunner
+from handover.runtime.policy_networks import PolicyNetworks, SeparateActors, SingleActor, load_goal_estimator
 from handover.runtime.policy_step import PolicyStep
 
 TARGET_P99_MS = 0.5
@@ -76,6 +81,22 @@ def make_random_checkpoints(folder: Path, seed: int = 0, layer_n: int = 2) -> di
     return paths
 
 
+def make_random_ppo_checkpoints(folder: Path, seed: int = 0) -> dict[str, Path]:
+    """Save a randomly initialised PPO actor-critic (900-1024-1024-512-44, the original module tree) as
+    ``model_0.pt`` and a goal estimator as ``model.pt``; returns ``{"ppo": ..., "model": ...}``."""
+    import torch
+
+    from handover.runtime.networks import goal_estimator_from_state_dict, make_ppo
+
+    torch.manual_seed(seed)
+    paths = {"ppo": folder / "model_0.pt", "model": folder / "model.pt"}
+    torch.save(make_ppo().state_dict(), paths["ppo"])
+    goal_sd = random_estimator_state_dict(60, 3)
+    goal_estimator_from_state_dict(goal_sd, "generated")  # checks the tree
+    torch.save(goal_sd, paths["model"])
+    return paths
+
+
 def random_estimator_state_dict(n_in: int, n_out: int, bias_std: float = 0.01) -> dict:
     """Random weights for the estimators' tree (``linear1..3`` 512-256-128, ``output_layer``),
     scaled so activations stay O(1); uses torch's global seed."""
@@ -90,14 +111,32 @@ def random_estimator_state_dict(n_in: int, n_out: int, bias_std: float = 0.01) -
 
 
 def torch_networks(paths: dict[str, Path]) -> PolicyNetworks:
+    """The checkpoints of :func:`make_random_checkpoints` (or, with a ``"ppo"`` entry, of
+    :func:`make_random_ppo_checkpoints`) in torch eager behind the runtime's interfaces."""
     import torch
 
-    from handover.runtime.networks import actor_from_state_dict, goal_estimator_from_state_dict
+    from handover.runtime.networks import actor_from_state_dict, goal_estimator_from_state_dict, ppo_from_state_dict
 
     load = lambda p: torch.load(p, map_location="cpu", weights_only=True)  # noqa: E731
-    actors = [actor_from_state_dict(load(paths[n]), str(paths[n]))[0] for n in ("actor_agent0", "actor_agent1")]
     goal, _ = goal_estimator_from_state_dict(load(paths["model"]), str(paths["model"]))
+    if "ppo" in paths:
+        policy, info = ppo_from_state_dict(load(paths["ppo"]), str(paths["ppo"]))
+        return PolicyNetworks(TorchNetwork(goal, 60), SingleActor(TorchNetwork(policy, info["obs_dim"])))
+    actors = [actor_from_state_dict(load(paths[n]), str(paths[n]))[0] for n in ("actor_agent0", "actor_agent1")]
     return PolicyNetworks(TorchNetwork(goal, 60), SeparateActors(TorchNetwork(actors[0], 450), TorchNetwork(actors[1], 450)))
+
+
+def separate_networks(folder: Path) -> PolicyNetworks:
+    """The bundle in ``folder`` with one onnxruntime session per network (no fusing), for comparison."""
+    manifest = load_manifest(folder)
+    runners = {role: NetworkRunner(folder / net.file, net) for role, net in manifest.networks.items()}
+    prop = manifest.networks.get("property_estimator")
+    size = int(np.prod(prop.main_input.sample_shape)) if prop else None
+    if manifest.algorithm == PPO:
+        actors = SingleActor(runners["policy"], runners.get("property_estimator"), size)
+    else:
+        actors = SeparateActors(runners["thrower_actor"], runners["catcher_actor"], runners.get("property_estimator"), size)
+    return PolicyNetworks(load_goal_estimator(folder, manifest), actors, manifest, folder)
 
 
 def time_steps(step: PolicyStep, steps: int, episode: int = 30, seed: int = 1) -> np.ndarray:
@@ -127,7 +166,11 @@ def summarize(times: np.ndarray) -> dict[str, float]:
     return {"p50": float(np.percentile(ms, 50)), "p99": float(np.percentile(ms, 99)), "max": float(ms.max()), "mean": float(ms.mean())}
 
 
-def run_benchmark(steps: int = 10_000, bundle: Optional[Path] = None, out=sys.stdout) -> dict[str, dict[str, float]]:
+def run_benchmark(
+    steps: int = 10_000, bundle: Optional[Path] = None, out=sys.stdout, algo: str = "mappo"
+) -> dict[str, dict[str, float]]:
+    """Time the policy step per backend (see the module docstring); ``algo`` is ``"mappo"`` or ``"ppo"``.
+    Returns ``{row: {"p50", "p99", "max", "mean"}}`` in ms."""
     import torch
 
     torch.set_num_threads(1)
@@ -135,12 +178,17 @@ def run_benchmark(steps: int = 10_000, bundle: Optional[Path] = None, out=sys.st
     results: dict[str, dict[str, float]] = {}
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
-        from handover.runtime.export import export_bundle
+        from handover.runtime.export import export_bundle, export_ppo_bundle
 
-        paths = make_random_checkpoints(tmp)
-        export_bundle(tmp / "bundle", paths["actor_agent0"], paths["actor_agent1"], paths["model"])
+        if algo == PPO:
+            paths = make_random_ppo_checkpoints(tmp)
+            export_ppo_bundle(tmp / "bundle", paths["ppo"], paths["model"])
+        else:
+            paths = make_random_checkpoints(tmp)
+            export_bundle(tmp / "bundle", paths["actor_agent0"], paths["actor_agent1"], paths["model"])
         rows = {
             "onnxruntime": PolicyNetworks.load(tmp / "bundle"),
+            "onnxruntime, separate sessions": separate_networks(tmp / "bundle"),
             "torch eager": torch_networks(paths),
         }
         if bundle is not None:
@@ -149,7 +197,7 @@ def run_benchmark(steps: int = 10_000, bundle: Optional[Path] = None, out=sys.st
             nets.warmup(200)
             print(f"timing {name}: {steps} steps ...", file=out, flush=True)
             results[name] = summarize(time_steps(PolicyStep(spec, nets), steps))
-    print(f"\npolicy step latency, {steps} steps, one thread (ms)", file=out)
+    print(f"\npolicy step latency ({algo}), {steps} steps, one thread (ms)", file=out)
     print(f"{'backend':<32}{'p50':>9}{'p99':>9}{'max':>9}{'mean':>9}", file=out)
     for name, r in results.items():
         print(f"{name:<32}{r['p50']:9.4f}{r['p99']:9.4f}{r['max']:9.4f}{r['mean']:9.4f}", file=out)
@@ -167,6 +215,8 @@ def add_parser(sub) -> None:
     p = sub.add_parser("benchmark", help="policy step latency: onnxruntime vs torch eager (needs torch)")
     p.add_argument("--steps", type=int, default=10_000, help="timed steps per backend (default: %(default)s)")
     p.add_argument("--bundle", type=Path, default=None, help="also time this bundle with onnxruntime")
+    p.add_argument("--algo", choices=("mappo", "ppo"), default="mappo",
+                   help="networks to time: two MAPPO actors or one PPO policy (default: %(default)s)")
     p.set_defaults(func=run)
 
 
@@ -177,5 +227,5 @@ def run(args) -> int:
         print("handover benchmark compares against torch eager and needs torch: "
               "pip install torch==2.13.0 (CPU) or pip install 'handover[export]'", file=sys.stderr)
         return 2
-    run_benchmark(args.steps, args.bundle)
+    run_benchmark(args.steps, args.bundle, algo=args.algo)
     return 0

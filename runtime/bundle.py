@@ -1,6 +1,6 @@
 """Policy bundles: a folder with ONNX networks and a ``manifest.json`` describing them.
 
-Layout::
+Layout of a MAPPO bundle (``"algorithm": "mappo"``, one actor per agent)::
 
     BUNDLE/
       manifest.json
@@ -8,6 +8,11 @@ Layout::
       catcher_actor.onnx      obs (batch, 450)  -> action (batch, 22)
       goal_estimator.onnx     history (batch, 60) -> goal (batch, 3)     [relative to thrower base, m]
       property_estimator.onnx window (batch, 20*47 or 20*91) -> properties (batch, P)   [optional]
+
+A PPO bundle (``"algorithm": "ppo"``, one policy over both hands) has ``policy.onnx``
+``obs (batch, 900) -> action (batch, 44)`` (the full 3-frame observation clipped to [-5, 5],
+[current 300, previous 300, oldest 300]; thrower ++ catcher actions) instead of the two actors, and
+the same goal and property estimators. A manifest without ``algorithm`` is a MAPPO bundle.
 
 A recurrent actor has one more input/output pair carrying its hidden state
 (``state_in``/``state_out``, shape ``(batch, layers, hidden)``); the manifest names it under ``state``.
@@ -27,9 +32,15 @@ from handover.runtime.contract import CONTRACT_VERSION
 BUNDLE_FORMAT = "handover-bundle/1"
 MANIFEST_NAME = "manifest.json"
 
-REQUIRED_ROLES = ("thrower_actor", "catcher_actor", "goal_estimator")
+MAPPO, PPO = "mappo", "ppo"  # the training algorithms a bundle can come from
 OPTIONAL_ROLES = ("property_estimator",)
-ROLES = REQUIRED_ROLES + OPTIONAL_ROLES
+# Required roles per algorithm; every algorithm may add the OPTIONAL_ROLES.
+ALGORITHM_ROLES = {
+    MAPPO: ("thrower_actor", "catcher_actor", "goal_estimator"),
+    PPO: ("policy", "goal_estimator"),
+}
+REQUIRED_ROLES = ALGORITHM_ROLES[MAPPO]
+ROLES = ("thrower_actor", "catcher_actor", "policy", "goal_estimator") + OPTIONAL_ROLES
 
 
 class BundleError(ValueError):
@@ -84,6 +95,7 @@ class Manifest:
     networks: dict[str, NetworkSpec]
     provenance: dict = field(default_factory=dict)
     format: str = BUNDLE_FORMAT
+    algorithm: str = MAPPO  # MAPPO (two actors) or PPO (one policy); see the module docstring
 
     def to_json(self) -> str:
         return json.dumps(asdict(self), indent=2, sort_keys=False) + "\n"
@@ -118,12 +130,16 @@ def load_manifest(folder: str | Path) -> Manifest:
             f"{path}: contract_version {manifest.contract_version!r} does not match this runtime's "
             f"{CONTRACT_VERSION!r}"
         )
-    for role in REQUIRED_ROLES:
+    if manifest.algorithm not in ALGORITHM_ROLES:
+        raise BundleError(f"{path}: algorithm {manifest.algorithm!r} unknown (known: {list(ALGORITHM_ROLES)})")
+    required = ALGORITHM_ROLES[manifest.algorithm]
+    for role in required:
         if role not in manifest.networks:
-            raise BundleError(f"{path}: networks.{role} missing (required: {list(REQUIRED_ROLES)})")
+            raise BundleError(f"{path}: networks.{role} missing (required: {list(required)})")
     for role, net in manifest.networks.items():
-        if role not in ROLES:
-            raise BundleError(f"{path}: networks.{role}: unknown role (known: {list(ROLES)})")
+        if role not in required + OPTIONAL_ROLES:
+            why = "unknown role" if role not in ROLES else f"not a role of a {manifest.algorithm} bundle"
+            raise BundleError(f"{path}: networks.{role}: {why} (allowed: {list(required + OPTIONAL_ROLES)})")
         if not (folder / net.file).is_file():
             raise BundleError(f"{path}: networks.{role}.file: {folder / net.file} not found")
     return manifest
@@ -151,4 +167,5 @@ def _manifest_from_dict(raw: dict) -> Manifest:
         networks=networks,
         provenance=dict(raw.get("provenance", {})),
         format=raw.get("format", ""),
+        algorithm=raw.get("algorithm", MAPPO),
     )

@@ -1,5 +1,15 @@
 """``handover export``: training checkpoints (``.pt`` state dicts) to an ONNX policy bundle.
 
+Two kinds of policy, as the Dynamic Handover code base trains them:
+
+- MAPPO (``--thrower actor_agent0.pt --catcher actor_agent1.pt``): one actor per agent, each on its
+  450-number input; the bundle holds ``thrower_actor.onnx`` and ``catcher_actor.onnx``.
+- PPO (``--ppo model_N.pt``): one actor-critic over the full 900-number observation with 44 actions;
+  the bundle holds ``policy.onnx`` (``obs (batch, 900) -> action (batch, 44)``).
+
+Both take the goal estimator (``--goal``) and optionally the property estimator (``--property``);
+the manifest records the algorithm (``mappo`` or ``ppo``).
+
 The networks are rebuilt with the original module trees (:mod:`handover.runtime.networks`), loaded
 strictly, exported with the legacy TorchScript-based ONNX exporter (dynamic batch axis), and each
 exported file is checked against torch with onnxruntime on random inputs before the bundle is
@@ -26,6 +36,8 @@ from typing import TYPE_CHECKING, Any, Optional, Sequence
 
 from handover.runtime.bundle import (
     MANIFEST_NAME,
+    MAPPO,
+    PPO,
     ROLES,
     Manifest,
     NetworkSpec,
@@ -34,7 +46,16 @@ from handover.runtime.bundle import (
     load_manifest,
     write_manifest,
 )
-from handover.runtime.contract import AGENT_ACTION_SIZE, AGENT_INPUT_SIZE, CONTRACT_VERSION, HISTORY_LEN, OBS_CLIP
+from handover.runtime.contract import (
+    AGENT_ACTION_SIZE,
+    AGENT_INPUT_SIZE,
+    CONTRACT_VERSION,
+    DOFS,
+    FRAME_SIZE,
+    HISTORY_LEN,
+    OBS_CLIP,
+    STACK_FRAMES,
+)
 from handover.runtime.errors import InputError
 
 if TYPE_CHECKING:
@@ -46,12 +67,15 @@ DEFAULT_OPSET = 17
 DEFAULT_PROPERTY_LABELS = ("mass",)
 TOLERANCE = 1e-5  # max |onnxruntime - torch| accepted by the export check
 STATE_IN, STATE_OUT = "state_in", "state_out"
+PPO_INPUT_SIZE = FRAME_SIZE * STACK_FRAMES  # 900: the full stacked observation
+PPO_ACTION_SIZE = DOFS  # 44: thrower ++ catcher
 
-ROLE_FILES = {role: f"{role}.onnx" for role in ROLES}  # thrower_actor.onnx, ..., property_estimator.onnx
+ROLE_FILES = {role: f"{role}.onnx" for role in ROLES}  # thrower_actor.onnx, ..., policy.onnx, ...
 # Main input/output names per role.
 ROLE_IO = {
     "thrower_actor": ("obs", "action"),
     "catcher_actor": ("obs", "action"),
+    "policy": ("obs", "action"),
     "goal_estimator": ("history", "goal"),
     "property_estimator": ("window", "properties"),
 }
@@ -128,6 +152,19 @@ def _build(role: str, source: Path, property_labels: Sequence[str]) -> _Network:
         )
         state_shape = actor.state_shape if actor.recurrent else None
         return _Network(_network_spec(role, info["obs_dim"], info["act_dim"], info, state_shape), actor, source)
+    if role == "policy":
+        net, info = networks.ppo_from_state_dict(sd, str(source))
+        _require(
+            info["obs_dim"] == PPO_INPUT_SIZE,
+            source,
+            f"PPO policy takes {info['obs_dim']} inputs, the contract's stacked observation has {PPO_INPUT_SIZE}",
+        )
+        _require(
+            info["act_dim"] == PPO_ACTION_SIZE,
+            source,
+            f"PPO policy gives {info['act_dim']} actions, the contract has {PPO_ACTION_SIZE} (both hands)",
+        )
+        return _Network(_network_spec(role, info["obs_dim"], info["act_dim"], info), net, source)
     if role == "goal_estimator":
         net, info = networks.goal_estimator_from_state_dict(sd, str(source))
         history_size = 3 * HISTORY_LEN
@@ -239,7 +276,7 @@ def export_bundle(
     property_labels: Sequence[str] = DEFAULT_PROPERTY_LABELS,
     opset: int = DEFAULT_OPSET,
 ) -> Manifest:
-    """Export the checkpoints to a bundle in ``out_dir`` (created if needed) and return its manifest.
+    """Export MAPPO checkpoints to a bundle in ``out_dir`` (created if needed) and return its manifest.
 
     Args:
         thrower, catcher: actor state dicts of agent 0 and agent 1 (``actor_agent0.pt``, ``actor_agent1.pt``).
@@ -251,10 +288,39 @@ def export_bundle(
     Raises :class:`InputError` for a missing or mismatching checkpoint, :class:`ExportCheckError` if an
     exported file does not reproduce torch within :data:`TOLERANCE`.
     """
+    sources = {"thrower_actor": thrower, "catcher_actor": catcher, "goal_estimator": goal, "property_estimator": property}
+    return _export(Path(out_dir), MAPPO, sources, property_labels, opset)
+
+
+def export_ppo_bundle(
+    out_dir: str | Path,
+    ppo: str | Path,
+    goal: str | Path,
+    property: Optional[str | Path] = None,  # noqa: A002 (the CLI option's name)
+    property_labels: Sequence[str] = DEFAULT_PROPERTY_LABELS,
+    opset: int = DEFAULT_OPSET,
+) -> Manifest:
+    """Export a PPO checkpoint (one policy over both hands) to a bundle in ``out_dir``; see :func:`export_bundle`.
+
+    Args:
+        ppo: the PPO actor-critic state dict (``model_<iteration>.pt``): 900 inputs, 44 actions.
+        goal, property, property_labels, opset: as for :func:`export_bundle`.
+    """
+    sources = {"policy": ppo, "goal_estimator": goal, "property_estimator": property}
+    return _export(Path(out_dir), PPO, sources, property_labels, opset)
+
+
+def _export(
+    out_dir: Path,
+    algorithm: str,
+    sources: dict[str, Optional[str | Path]],
+    property_labels: Sequence[str],
+    opset: int,
+) -> Manifest:
+    """Build every given network, export and check it in a temporary folder, then move the files into
+    ``out_dir`` (stale network files of any role removed) and write the manifest last."""
     import handover
 
-    out_dir = Path(out_dir)
-    sources = {"thrower_actor": thrower, "catcher_actor": catcher, "goal_estimator": goal, "property_estimator": property}
     built = [_build(role, Path(src), property_labels) for role, src in sources.items() if src is not None]
 
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -280,7 +346,7 @@ def export_bundle(
         "handover_version": handover.__version__,
         "created_utc": datetime.now(timezone.utc).isoformat(timespec="seconds"),
     }
-    manifest = Manifest(CONTRACT_VERSION, {net.spec.role: net.spec for net in built}, provenance)
+    manifest = Manifest(CONTRACT_VERSION, {net.spec.role: net.spec for net in built}, provenance, algorithm=algorithm)
     write_manifest(out_dir, manifest)
     load_manifest(out_dir)  # the bundle must load as written
     return manifest
@@ -298,10 +364,16 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         "export",
         help="export training checkpoints (.pt) to an ONNX policy bundle",
         description="Rebuild the Dynamic Handover networks from their training state dicts, export them to "
-        "ONNX, check onnxruntime against torch and write a policy bundle (ONNX files + manifest.json).",
+        "ONNX, check onnxruntime against torch and write a policy bundle (ONNX files + manifest.json). "
+        "Give the two MAPPO actors (--thrower and --catcher) or one PPO policy (--ppo).",
     )
-    p.add_argument("--thrower", required=True, metavar="PT", help="thrower (agent 0) actor, e.g. actor_agent0.pt")
-    p.add_argument("--catcher", required=True, metavar="PT", help="catcher (agent 1) actor, e.g. actor_agent1.pt")
+    p.add_argument("--thrower", metavar="PT", help="MAPPO thrower (agent 0) actor, e.g. actor_agent0.pt")
+    p.add_argument("--catcher", metavar="PT", help="MAPPO catcher (agent 1) actor, e.g. actor_agent1.pt")
+    p.add_argument(
+        "--ppo",
+        metavar="PT",
+        help="PPO policy over both hands (900 inputs, 44 actions), e.g. model_5000.pt; instead of --thrower/--catcher",
+    )
     p.add_argument("--goal", required=True, metavar="PT", help="goal (trajectory) estimator, e.g. model.pt")
     p.add_argument("--property", metavar="PT", help="optional property estimator (Generalizable Dynamic Handover)")
     p.add_argument(
@@ -331,11 +403,24 @@ def describe(manifest: Manifest, out_dir: Path) -> list[str]:
         lines.append(
             f"  {out_dir / net.file}: {inputs} -> {outputs}  [{arch}]  max|onnx-torch| {diffs.get(role, float('nan')):.2g}"
         )
-    lines.append(f"  {out_dir / MANIFEST_NAME}: contract {manifest.contract_version}")
+    lines.append(f"  {out_dir / MANIFEST_NAME}: contract {manifest.contract_version}, algorithm {manifest.algorithm}")
     return lines
 
 
+def _algorithm(args: argparse.Namespace) -> str:
+    """MAPPO for ``--thrower`` and ``--catcher``, PPO for ``--ppo``; any other mix is an :class:`InputError`."""
+    if args.ppo is not None:
+        if args.thrower is not None or args.catcher is not None:
+            raise InputError("--ppo exports one policy for both hands: give it without --thrower/--catcher")
+        return PPO
+    if args.thrower is None or args.catcher is None:
+        missing = " and ".join(o for o, v in (("--thrower", args.thrower), ("--catcher", args.catcher)) if v is None)
+        raise InputError(f"{missing} missing: give both MAPPO actors (--thrower and --catcher) or one PPO policy (--ppo)")
+    return MAPPO
+
+
 def run(args: argparse.Namespace) -> int:
+    algorithm = _algorithm(args)
     try:
         import onnx  # noqa: F401
         import torch  # noqa: F401
@@ -343,15 +428,11 @@ def run(args: argparse.Namespace) -> int:
         print(f"handover export: needs torch and onnx, {exc.name or 'one'} is not installed: {_INSTALL_HINT}", file=sys.stderr)
         return 2
     out_dir = Path(args.out)
-    manifest = export_bundle(
-        out_dir,
-        thrower=args.thrower,
-        catcher=args.catcher,
-        goal=args.goal,
-        property=args.property,
-        property_labels=tuple(args.property_labels),
-        opset=args.opset,
-    )
-    print(f"handover export: wrote {len(manifest.networks)} networks to {out_dir}")
+    common = dict(goal=args.goal, property=args.property, property_labels=tuple(args.property_labels), opset=args.opset)
+    if algorithm == PPO:
+        manifest = export_ppo_bundle(out_dir, ppo=args.ppo, **common)
+    else:
+        manifest = export_bundle(out_dir, thrower=args.thrower, catcher=args.catcher, **common)
+    print(f"handover export: wrote {len(manifest.networks)} networks ({algorithm}) to {out_dir}")
     print("\n".join(describe(manifest, out_dir)))
     return 0

@@ -1,7 +1,10 @@
 """The torch networks of the Dynamic Handover code base, rebuilt to load its checkpoints unchanged.
 
 Module trees and parameter names are exactly the original ones, so a training checkpoint (a plain
-state dict) loads strictly:
+state dict) loads strictly. Verified against the code base's ``dexteroushandenvs/algorithms``
+(``marl/actor_critic.py`` ``Actor``, ``utils/mlp.py``, ``utils/act.py``, ``utils/distributions.py``,
+``sarl/ppo/module.py`` ``ActorCritic``, ``sarl/ppo/ppo.py`` ``save``) as published in forks of
+the Dynamic Handover repository, and against ``shared/reference/dynamic-handover-contract.md``.
 
 - MAPPO actor (one per agent, ``actor_agent0.pt`` / ``actor_agent1.pt``)::
 
@@ -10,26 +13,41 @@ state dict) loads strictly:
       base.mlp.fc2.N.{0,2}               layer_N x (Linear(hidden, hidden), ELU, LayerNorm(hidden))
       rnn.rnn / rnn.norm                 optional GRU(hidden, hidden, recurrent_N), LayerNorm(hidden)
       act.action_out.fc_mean             Linear(hidden, act_dim)     -> the deployed action (mean)
-      act.action_out.logstd._bias        (act_dim, 1) learned log-std (unused when deployed)
+      act.action_out.log_std             (act_dim,) std = 0.5 * sigmoid(log_std) (unused when deployed)
 
-  Forks store the log-std as ``act.action_out.logstd`` or ``act.action_out.log_std`` with shape
-  ``(act_dim,)``; both are accepted. Keys under ``base.mlp.fc_h.`` (an unused clone template of the
-  original on-policy ``MLPLayer``) are ignored.
+  The shipped config has layer_N 2, hidden 512, no GRU. Checkpoints of the upstream on-policy MAPPO
+  store the exploration parameter as ``act.action_out.logstd._bias`` (act_dim, 1) or
+  ``act.action_out.logstd`` (act_dim,); both are accepted and stored as ``log_std`` (the value is kept
+  as is; it never reaches the deployed forward). Keys under ``base.mlp.fc_h.`` (an unused clone
+  template of the upstream ``MLPLayer``) are ignored.
+
+- PPO actor-critic (one policy over both hands, the code base's ``--algo=ppo``; its ``PPO.save`` writes
+  ``ActorCritic.state_dict()`` to ``model_<iteration>.pt``)::
+
+      actor.{0,2,4,6}                    Linear(900, 1024), ELU, Linear(1024, 1024), ELU,
+                                         Linear(1024, 512), ELU, Linear(512, 44)  -> the action mean
+      critic.{0,2,4,6}                   the same widths with 1 output (value; unused when deployed)
+      log_std                            (44,) std = exp(log_std) (unused when deployed)
+
+  ``actor.N`` with odd N are the parameterless ELUs. Widths are read from the checkpoint (config
+  ``policy.pi_hid_sizes`` / ``vf_hid_sizes``, shipped ``[1024, 1024, 512]``); the activation is not in
+  the checkpoint: ELU, the shipped ``policy.activation``, is assumed.
 
 - Goal (trajectory) estimator ``TrajEstimator`` (``model.pt``) and the property estimator of
   Generalizable Dynamic Handover: ``linear1..3`` + ``output_layer`` with ELU in between.
 
 The deployed forwards are deterministic and export to ONNX as they are:
 ``Actor(obs) -> mean`` (feed-forward) or ``Actor(obs, state) -> (mean, new_state)`` (recurrent),
-``estimator(x) -> outputs``. Any checkpoint that does not match raises
-:class:`~handover.runtime.errors.InputError` naming the file, the key, the expected and the found shape.
+``PPOActorCritic(obs) -> mean``, ``estimator(x) -> outputs``. Any checkpoint that does not match
+raises :class:`~handover.runtime.errors.InputError` (one line) naming the file, the key, the expected
+and the found shape.
 """
 
 from __future__ import annotations
 
 import re
 from pathlib import Path
-from typing import Any, Mapping, NoReturn, Optional, TypeVar
+from typing import Any, Mapping, NoReturn, Optional, Sequence, TypeVar
 
 import torch
 from torch import Tensor, nn
@@ -37,9 +55,12 @@ from torch import Tensor, nn
 from handover.runtime.contract import DOFS, PROPERTY_HISTORY_LEN, PROPERTY_STEP_SIZE
 from handover.runtime.errors import InputError
 
-LOGSTD_KEY = "act.action_out.logstd._bias"  # the original layout, shape (act_dim, 1)
-LOGSTD_ALIASES = ("act.action_out.logstd", "act.action_out.log_std")  # forks, shape (act_dim,)
-IGNORED_PREFIXES = ("base.mlp.fc_h.",)  # registered but unused in the original on-policy MLPLayer
+LOGSTD_KEY = "act.action_out.log_std"  # the original layout, shape (act_dim,)
+# Upstream on-policy MAPPO layouts, accepted: key -> per-entry shape suffix after act_dim.
+LOGSTD_ALIASES = {"act.action_out.logstd._bias": (1,), "act.action_out.logstd": ()}
+IGNORED_PREFIXES = ("base.mlp.fc_h.",)  # registered but unused in the upstream on-policy MLPLayer
+STD_Y_COEF = 0.5  # the original DiagGaussian: std = STD_Y_COEF * sigmoid(log_std / STD_X_COEF)
+STD_X_COEF = 1.0
 
 # Per-step sizes of the property-estimator window: object position (3) + 44 joint positions,
 # optionally + 44 joint torques.
@@ -104,31 +125,26 @@ class RNNLayer(nn.Module):
         return self.norm(out.squeeze(0)), h.transpose(0, 1)
 
 
-class AddBias(nn.Module):
-    """Holds the learned log-std as ``_bias`` of shape (act_dim, 1), like the original."""
-
-    def __init__(self, bias: Tensor):
-        super().__init__()
-        self._bias = nn.Parameter(bias.unsqueeze(1))
-
-    def forward(self, x: Tensor) -> Tensor:
-        return x + self._bias.t().view(1, -1)
-
-
 class DiagGaussian(nn.Module):
-    """Diagonal-Gaussian action head; deployed deterministically: (batch, hidden) -> mean (batch, act_dim)."""
+    """Diagonal-Gaussian action head of the original; deployed deterministically:
+    (batch, hidden) -> mean (batch, act_dim).
+
+    ``log_std`` (act_dim,) is not a log standard deviation: the original computes
+    ``std = 0.5 * sigmoid(log_std)`` (clamped to >= 1e-3). It only matters for exploration in training.
+    """
 
     def __init__(self, hidden: int, act_dim: int):
         super().__init__()
         self.fc_mean = nn.Linear(hidden, act_dim)
-        self.logstd = AddBias(torch.zeros(act_dim))
+        # Initialized to 0 here (the original starts at 1.0); training-time only either way.
+        self.log_std = nn.Parameter(torch.zeros(act_dim))
 
     def forward(self, x: Tensor) -> Tensor:
         return self.fc_mean(x)
 
-    def log_std(self) -> Tensor:
-        """The learned log standard deviation, shape (act_dim,) (training-time exploration only)."""
-        return self.logstd._bias.detach().view(-1)
+    def std(self) -> Tensor:
+        """The training-time action standard deviation (act_dim,), as the original computes it."""
+        return (torch.sigmoid(self.log_std.detach() / STD_X_COEF) * STD_Y_COEF).clamp(min=1e-3)
 
 
 class ACTLayer(nn.Module):
@@ -180,6 +196,55 @@ class Actor(nn.Module):
 def make_actor(obs_dim: int = 450, act_dim: int = 22, hidden: int = 512, layer_N: int = 2, recurrent_N: int = 0) -> Actor:
     """A freshly initialized actor with the original module tree (for tests and tools)."""
     return Actor(obs_dim, act_dim, hidden, layer_N, recurrent_N)
+
+
+# --------------------------------------------------------------------------------------------
+# PPO actor-critic (module tree of the original sarl ActorCritic)
+# --------------------------------------------------------------------------------------------
+
+
+def _elu_mlp(n_in: int, hidden: Sequence[int], n_out: int) -> nn.Sequential:
+    """``Linear, ELU`` per hidden width, then ``Linear(hidden[-1], n_out)``; Linear layers sit at the even
+    indices 0, 2, 4, ... of the Sequential (the original's ``actor_layers`` list)."""
+    layers: list[nn.Module] = []
+    for width in hidden:
+        layers += [nn.Linear(n_in, width), nn.ELU()]
+        n_in = width
+    layers.append(nn.Linear(n_in, n_out))
+    return nn.Sequential(*layers)
+
+
+class PPOActorCritic(nn.Module):
+    """The PPO actor-critic with the original module tree; its forward is the original
+    ``act_inference``: obs (batch, obs_dim) -> action mean (batch, act_dim) (unclipped).
+
+    ``critic`` (value head, input ``critic_obs_dim``: obs_dim, or the state size of an asymmetric
+    critic) and ``log_std`` (std = exp(log_std)) are loaded for strictness but never run when deployed.
+    """
+
+    def __init__(
+        self,
+        obs_dim: int = 900,
+        act_dim: int = 44,
+        hidden: Sequence[int] = (1024, 1024, 512),
+        critic_hidden: Optional[Sequence[int]] = None,
+        critic_obs_dim: Optional[int] = None,
+    ):
+        super().__init__()
+        self.obs_dim, self.act_dim, self.hidden = obs_dim, act_dim, tuple(hidden)
+        self.critic_hidden = tuple(hidden if critic_hidden is None else critic_hidden)
+        self.critic_obs_dim = obs_dim if critic_obs_dim is None else critic_obs_dim
+        self.actor = _elu_mlp(obs_dim, self.hidden, act_dim)
+        self.critic = _elu_mlp(self.critic_obs_dim, self.critic_hidden, 1)
+        self.log_std = nn.Parameter(torch.zeros(act_dim))
+
+    def forward(self, obs: Tensor) -> Tensor:
+        return self.actor(obs)
+
+
+def make_ppo(obs_dim: int = 900, act_dim: int = 44, hidden: Sequence[int] = (1024, 1024, 512)) -> PPOActorCritic:
+    """A freshly initialized PPO actor-critic with the original module tree (for tests and tools)."""
+    return PPOActorCritic(obs_dim, act_dim, hidden)
 
 
 # --------------------------------------------------------------------------------------------
@@ -308,17 +373,24 @@ def _max_index(sd: Mapping[str, Tensor], pattern: str) -> int:
 
 
 def _normalize_actor_keys(sd: Mapping[str, Tensor], act_dim: int, source: str, what: str) -> StateDict:
-    """Drop ignored keys and bring a fork's ``(act_dim,)`` log-std to the original ``logstd._bias`` layout."""
+    """Drop ignored keys and bring an upstream on-policy log-std layout to the original ``log_std`` (act_dim,)."""
     out = {k: v for k, v in sd.items() if not k.startswith(IGNORED_PREFIXES)}
     if LOGSTD_KEY in out:
         return out
     alias = next((a for a in LOGSTD_ALIASES if a in out), None)
     if alias is not None:
         value = out.pop(alias)
-        if _shape(value) != (act_dim,):
-            _raise(source, what, [_problem(alias, (act_dim,), _shape(value))])
-        out[LOGSTD_KEY] = value.reshape(act_dim, 1)
+        expected = (act_dim, *LOGSTD_ALIASES[alias])
+        if _shape(value) != expected:
+            _raise(source, what, [_problem(alias, expected, _shape(value))])
+        out[LOGSTD_KEY] = value.reshape(act_dim)
     return out
+
+
+def _refuse_other_kind(sd: Mapping[str, Tensor], source: str, what: str, marker: str, kind: str, hint: str) -> None:
+    """One clear line when ``sd`` is a checkpoint of the other algorithm (it has the key ``marker``)."""
+    if marker in sd:
+        raise InputError(f"{source}: is a {kind} checkpoint (it has {marker!r}), not a {what}: {hint}")
 
 
 def actor_from_state_dict(sd: Mapping[str, Tensor], source: str) -> tuple[Actor, dict[str, Any]]:
@@ -332,6 +404,8 @@ def actor_from_state_dict(sd: Mapping[str, Tensor], source: str) -> tuple[Actor,
     ``{"architecture", "obs_dim", "act_dim", "hidden", "layer_N", "recurrent_N", "activation"}``.
     """
     what = "MAPPO actor"
+    if "base.mlp.fc1.0.weight" not in sd:
+        _refuse_other_kind(sd, source, what, "actor.0.weight", "PPO actor-critic", "export it with --ppo")
     hidden, obs_dim = _matrix_shape(sd, "base.mlp.fc1.0.weight", source, what, "(hidden, obs_dim)")
     act_dim, _ = _matrix_shape(sd, "act.action_out.fc_mean.weight", source, what, f"(act_dim, {hidden})")
     layer_N = _max_index(sd, r"^base\.mlp\.fc2\.(\d+)\.")
@@ -348,6 +422,57 @@ def actor_from_state_dict(sd: Mapping[str, Tensor], source: str) -> tuple[Actor,
         "activation": "elu",
     }
     return actor, info
+
+
+def _mlp_widths(sd: Mapping[str, Tensor], prefix: str, source: str, what: str) -> tuple[int, list[int], int]:
+    """(input size, hidden widths, output size) of an ``_elu_mlp`` saved under ``prefix`` (e.g. ``"actor"``),
+    read from its Linear weights ``prefix.0/2/4/....weight``. A missing or non-matrix weight raises
+    :class:`InputError` naming it and the keys under ``prefix`` that are not the original's; other
+    mismatches (widths that do not chain, odd indices) are named by the strict load."""
+    n_layers = (_max_index(sd, rf"^{re.escape(prefix)}\.(\d+)\.") + 1) // 2
+    shapes: list[tuple[int, ...]] = []
+    problems: list[str] = []
+    for i in range(max(n_layers, 1)):
+        key = f"{prefix}.{2 * i}.weight"
+        found = _shape(sd[key]) if key in sd else None
+        if found is not None and len(found) == 2:
+            shapes.append(found)
+        else:
+            meaning = f"(outputs, {shapes[-1][0]})" if shapes else "(outputs, inputs)"
+            problems.append(f"{key!r}: expected shape {meaning}, found {_describe(found)}")
+    if problems:
+        expected = {f"{prefix}.{2 * i}.{p}" for i in range(max(n_layers, 1)) for p in ("weight", "bias")}
+        problems += [_problem(k, None, _shape(v)) for k, v in sd.items() if k.startswith(prefix + ".") and k not in expected]
+        _raise(source, what, problems)
+    return shapes[0][1], [out for out, _ in shapes[:-1]], shapes[-1][0]
+
+
+def ppo_from_state_dict(sd: Mapping[str, Tensor], source: str) -> tuple[PPOActorCritic, dict[str, Any]]:
+    """Build the PPO actor-critic a state dict was saved from and load it strictly.
+
+    Sizes are inferred from the Linear weights ``actor.{0,2,..}.weight`` / ``critic.{0,2,..}.weight``;
+    ``source`` names the checkpoint in errors. Returns the module (eval mode) and its architecture facts
+    ``{"architecture", "obs_dim", "act_dim", "hidden_sizes", "critic_obs_dim", "critic_hidden_sizes", "activation"}``.
+    """
+    what = "PPO actor-critic"
+    if "actor.0.weight" not in sd:
+        _refuse_other_kind(sd, source, what, "base.mlp.fc1.0.weight", "MAPPO actor", "export it with --thrower/--catcher")
+        _refuse_other_kind(sd, source, what, "a2c_network.mu.weight", "rl_games", "only the Dynamic Handover code "
+                           "base's own PPO (keys actor.N.*, critic.N.*, log_std) is supported")
+    obs_dim, hidden, act_dim = _mlp_widths(sd, "actor", source, what)
+    critic_obs_dim, critic_hidden, _ = _mlp_widths(sd, "critic", source, what)
+    net = PPOActorCritic(obs_dim, act_dim, hidden, critic_hidden, critic_obs_dim)
+    _load_strict(net, sd, source, what)
+    info = {
+        "architecture": "ppo_actor_critic",
+        "obs_dim": obs_dim,
+        "act_dim": act_dim,
+        "hidden_sizes": hidden,
+        "critic_obs_dim": critic_obs_dim,
+        "critic_hidden_sizes": critic_hidden,
+        "activation": "elu",
+    }
+    return net, info
 
 
 _Estimator = TypeVar("_Estimator", bound=EstimatorMLP)

@@ -49,7 +49,7 @@ ORIGINAL_ACTOR_KEYS = {
     **{f"base.mlp.fc2.{i}.{j}.{p}": (512,) for i in range(2) for j, p in [(0, "bias"), (2, "weight"), (2, "bias")]},
     "act.action_out.fc_mean.weight": (22, 512),
     "act.action_out.fc_mean.bias": (22,),
-    "act.action_out.logstd._bias": (22, 1),
+    "act.action_out.log_std": (22,),  # the original DiagGaussian's parameter: std = 0.5 * sigmoid(log_std)
 }
 ORIGINAL_GRU_KEYS = {
     "rnn.rnn.weight_ih_l0": (1536, 512),
@@ -268,6 +268,7 @@ def _sha256(path: Path) -> str:
 def test_manifest_contents(api_bundle, cli_bundle, originals):
     m = load_manifest(api_bundle)
     assert m.contract_version == CONTRACT_VERSION
+    assert m.algorithm == "mappo"
     assert list(m.networks) == ["thrower_actor", "catcher_actor", "goal_estimator", "property_estimator"]
     shapes = {role: ([t.shape for t in n.inputs], [t.shape for t in n.outputs]) for role, n in m.networks.items()}
     assert shapes == {
@@ -345,14 +346,14 @@ def test_bad_checkpoint_via_cli_is_one_line_exit_2(originals, tmp_path, capsys):
     assert "nope.pt" in err and "not found" in err and len(err.strip().splitlines()) == 1
 
 
-def test_fork_log_std_layouts_wrappers_and_ignored_keys(originals, tmp_path):
+def test_upstream_log_std_layouts_wrappers_and_ignored_keys(originals, tmp_path):
     sd = originals["sd"]["actor_agent0"]
-    logstd = sd["act.action_out.logstd._bias"].reshape(22)
-    plain = {k: v for k, v in sd.items() if k != "act.action_out.logstd._bias"}
+    log_std = sd["act.action_out.log_std"]
+    plain = {k: v for k, v in sd.items() if k != "act.action_out.log_std"}
     fc_h = {f"base.mlp.fc_h.{n}": v for n, v in make_actor().base.mlp.fc2[0].state_dict().items()}
     variants = {
-        "logstd": {**plain, "act.action_out.logstd": logstd},
-        "log_std": {**plain, "act.action_out.log_std": logstd, **fc_h},
+        "logstd_bias": {**plain, "act.action_out.logstd._bias": log_std[:, None]},
+        "logstd": {**plain, "act.action_out.logstd": log_std, **fc_h},
         "wrapped_state_dict": {"state_dict": sd, "epoch": 3},
         "wrapped_model": {"model": sd},
     }
@@ -362,11 +363,13 @@ def test_fork_log_std_layouts_wrappers_and_ignored_keys(originals, tmp_path):
         path = tmp_path / f"{name}.pt"
         torch.save(obj, path)
         actor, info = actor_from_state_dict(load_checkpoint(path), str(path))
-        torch.testing.assert_close(actor.act.action_out.log_std(), logstd)
+        torch.testing.assert_close(actor.act.action_out.log_std.detach(), log_std)
         with torch.no_grad():
             torch.testing.assert_close(actor(x), want, rtol=0, atol=TOL)
-    with pytest.raises(InputError, match=r"'act.action_out.log_std': expected shape \(22,\), found shape \(22, 1\)"):
-        actor_from_state_dict({**plain, "act.action_out.log_std": logstd[:, None]}, "fork.pt")
+    with pytest.raises(InputError, match=r"'act.action_out.logstd._bias': expected shape \(22, 1\), found shape \(22,\)"):
+        actor_from_state_dict({**plain, "act.action_out.logstd._bias": log_std}, "fork.pt")
+    with pytest.raises(InputError, match=r"'act.action_out.logstd': expected none, found shape \(22,\)"):
+        actor_from_state_dict({**sd, "act.action_out.logstd": log_std}, "both.pt")  # two log-stds: ambiguous
 
 
 def test_other_input_errors(originals, tmp_path):

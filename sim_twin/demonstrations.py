@@ -130,7 +130,7 @@ class LearnerPolicy:
     @staticmethod
     def from_torch(goal_estimator, thrower_actor, catcher_actor) -> "LearnerPolicy":
         """From torch modules (``TrajEstimator``, two feed-forward ``Actor``)."""
-        from handover.runtime.training import actor_fn, goal_fn
+        from handover.sim_twin.training import actor_fn, goal_fn
 
         return LearnerPolicy(goal_fn(goal_estimator), actor_fn(thrower_actor), actor_fn(catcher_actor))
 
@@ -272,7 +272,9 @@ class ArraySpec:
 
 
 _F32, _F64 = "float32", "float64"
-PARAM_NAMES = tuple(f.name for f in dataclasses.fields(EpisodeParams))  # mass_factor, friction_factor, ...
+# The scalar EpisodeParams a dataset records (its Randomization draws the object's; the thrower's
+# per-joint randomization and the gravity offset are not recorded and stay nominal).
+PARAM_NAMES = ("mass_factor", "friction_factor", "scale_factor", "hand_stiffness_scale", "hand_damping_scale")
 
 SCHEMA: dict[str, ArraySpec] = {
     # per step
@@ -544,7 +546,7 @@ def record(
         episodes.append({
             "object_true": np.stack([r.object_position for r in records]).astype(np.float32),
             "goal_pos": goal, "true_goal": records[-1].object_position, "success": ok, "seed": s, "run": 0,
-            "round": rec.round, "beta": rec.beta, **dataclasses.asdict(params),
+            "round": rec.round, "beta": rec.beta, **{n: getattr(params, n) for n in PARAM_NAMES},
         })
         if on_episode is not None:
             on_episode(e, log)

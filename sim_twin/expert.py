@@ -29,7 +29,8 @@ THROWER_J2, THROWER_J3 = 1, 2
 THROWER_HAND = slice(6, 22)
 CATCHER_ARM = slice(22, 28)
 CATCHER_HAND = slice(28, 44)
-ROLL_JOINTS = (0, 4, 8)  # Allegro finger roll joints (hand-local indices)
+ROLL_JOINTS = ("joint_0.0", "joint_4.0", "joint_8.0")  # finger roll joints (URDF names; found by name)
+THUMB_ROTATION = "joint_12.0"
 
 CATCHER_VIEW_DELAY = 4  # steps: the newest object history entry in the catcher's observation is 4 steps old
 THROWER_ARM_GAIN = 2.0  # rad per unit action per step (contract)
@@ -88,11 +89,13 @@ class ExpertPolicy:
         self.lo, self.hi = lo, hi
         # Hand postures (16 joints, Allegro order), same for both hands (the limits are the thrower's).
         hlo, hhi = lo[THROWER_HAND], hi[THROWER_HAND]
+        slot = {n.split("/", 1)[1]: i for i, n in enumerate(cfg.thrower.hand.joints)}  # URDF name -> hand slot
+        rolls = [slot[n] for n in ROLL_JOINTS]
         flat = hlo.copy()
-        flat[list(ROLL_JOINTS)] = 0.0
-        flat[12] = hlo[12]  # thumb rotation back
+        flat[rolls] = 0.0
+        flat[slot[THUMB_ROTATION]] = hlo[slot[THUMB_ROTATION]]  # thumb rotation back
         closed = hlo + expert.close_fraction * (hhi - hlo)
-        closed[list(ROLL_JOINTS)] = 0.0
+        closed[rolls] = 0.0
         self.flat_hand = np.clip(flat, hlo, hhi)
         self.closed_hand = np.clip(closed, hlo, hhi)
         self.default_hand = np.clip(self.spec.default[THROWER_HAND], hlo, hhi)
@@ -135,5 +138,15 @@ class ExpertPolicy:
         if np.linalg.norm(seen - np.asarray(x.goal)) < e.close_distance:
             self.closed = True
         hand = self.closed_hand if self.closed else self.flat_hand
-        a[CATCHER_HAND] = unscale(hand, lo[THROWER_HAND], hi[THROWER_HAND])
+        a[CATCHER_HAND] = catcher_hand_actions(hand, lo[THROWER_HAND], hi[THROWER_HAND])
         return np.clip(a, -1.0, 1.0)
+
+
+def catcher_hand_actions(hand: np.ndarray, lo: np.ndarray, hi: np.ndarray) -> np.ndarray:
+    """The 16 catcher-hand actions (contract indices 28..43) that command the hand slots 6..15 to
+    ``hand[6:16]`` (rad) through the contract's catcher-hand quirk: slot ``j`` >= 6 takes the value
+    scaled from action ``28 + j - 6`` (with the thrower's hand limits ``lo``/``hi``); slots 0..5 take
+    the catcher arm's targets whatever the actions say, and actions 38..43 have no effect (0)."""
+    a = np.zeros(16)
+    a[:10] = unscale(hand[6:16], lo[6:16], hi[6:16])
+    return a

@@ -39,7 +39,7 @@ from pathlib import Path
 import numpy as np
 
 from handover.runtime.cell_config import DEFAULT_CONFIG_PATH
-from handover.runtime.training import ActorArch, FitConfig
+from handover.sim_twin.training import ActorArch, FitConfig
 
 DEFAULT_OUT = Path(__file__).resolve().parent.parent / "launch" / "reference_bundle"
 DEFAULT_WORK = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "handover" / "train-reference"
@@ -116,7 +116,7 @@ def _say(msg: str) -> None:
 
 
 def _fit_goal(ds, tc: TrainReferenceConfig, nets: Networks, out: Outcome, warm: bool, progress: bool) -> None:
-    from handover.runtime.training import fit_goal_estimator
+    from handover.sim_twin.training import fit_goal_estimator
     from handover.sim_twin.demonstrations import goal_samples
 
     s = goal_samples(ds)
@@ -126,7 +126,7 @@ def _fit_goal(ds, tc: TrainReferenceConfig, nets: Networks, out: Outcome, warm: 
 
 
 def _fit_actors(ds, spec, tc: TrainReferenceConfig, nets: Networks, out: Outcome, warm: bool, progress: bool) -> None:
-    from handover.runtime.training import fit_actor, goal_fn
+    from handover.sim_twin.training import fit_actor, goal_fn
     from handover.sim_twin.demonstrations import actor_samples, build_actor_inputs
 
     inputs = build_actor_inputs(ds, spec, goal_fn(nets.goal))
@@ -139,7 +139,7 @@ def _fit_actors(ds, spec, tc: TrainReferenceConfig, nets: Networks, out: Outcome
 
 
 def _fit_property(ds, fit: FitConfig, first_step: int, nets: Networks, out: Outcome, progress: bool) -> None:
-    from handover.runtime.training import fit_property_estimator
+    from handover.sim_twin.training import fit_property_estimator
     from handover.sim_twin.demonstrations import property_samples
 
     s = property_samples(ds, out.property_targets, first_step)
@@ -247,7 +247,7 @@ def run_pipeline(cfg, tc: TrainReferenceConfig, out_dir: Path, work: Path, progr
     """All stages; returns the final manifest's provenance and the evaluation table."""
     from handover.runtime.bundle import load_manifest, write_manifest
     from handover.runtime.export import ExportCheckError, export_bundle
-    from handover.runtime.training import save_state_dict
+    from handover.sim_twin.training import save_state_dict
 
     work.mkdir(parents=True, exist_ok=True)
     nets, out, ds = train(cfg, tc, work, progress)

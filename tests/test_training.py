@@ -18,7 +18,7 @@ from handover.runtime.errors import InputError  # noqa: E402
 from handover.runtime.export import export_bundle  # noqa: E402
 from handover.runtime.networks import PropertyEstimator, TrajEstimator  # noqa: E402
 from handover.runtime.policy_networks import PolicyNetworks  # noqa: E402
-from handover.runtime import training as T  # noqa: E402
+from handover.sim_twin import training as T  # noqa: E402
 from handover.sim_twin import demonstrations as demo  # noqa: E402
 
 CFG = load_cell_config()

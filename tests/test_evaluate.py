@@ -143,3 +143,37 @@ def test_bad_episode_count_and_missing_bundle_exit_2(bundle_dir, tmp_path, capsy
     assert main(["eval", "--bundle", str(tmp_path / "nope"), "--episodes", "1", "--json", str(tmp_path / "e.json"),
                  "--no-progress"]) == 2
     assert "nope" in capsys.readouterr().err
+
+
+def test_a_property_estimator_with_joint_efforts_gets_them_in_an_episode(checkpoints, tmp_path):
+    """Generalizable Dynamic Handover's estimator with the torque input (20 x (3 + 44 + 44) = 1820
+    numbers): one protocol episode through `handover eval`'s path runs, and its window holds the 44
+    measured efforts (the twin's actuator forces, N m) of every policy step: not zeros."""
+    torch = pytest.importorskip("torch")
+    import numpy as np
+
+    from handover.runtime.benchmark import random_estimator_state_dict
+    from handover.runtime.export import export_bundle
+    from handover.runtime.policy_step import PolicyStep
+
+    torch.save(random_estimator_state_dict(1820, 1), tmp_path / "property.pt")
+    export_bundle(tmp_path / "bundle", checkpoints["actor_agent0"], checkpoints["actor_agent1"], checkpoints["model"],
+                  property=tmp_path / "property.pt", property_labels=("mass",))
+    windows = []
+    original = PolicyStep.step
+
+    def spy(self, *args, **kwargs):
+        result = original(self, *args, **kwargs)
+        windows.append(self.window.buffer.copy())
+        return result
+
+    PolicyStep.step = spy
+    try:
+        report = evaluate(tmp_path / "bundle", episodes=1, steps=3, progress=False)
+    finally:
+        PolicyStep.step = original
+    assert report.episodes == 1 and report.results[0].mass_estimate is not None
+    last = windows[-1]  # (20, 91): object (3), positions (44), efforts (44); the newest row last
+    assert last.shape == (20, 91)
+    efforts = last[-1, 47:]
+    assert np.isfinite(efforts).all() and np.abs(efforts).max() > 0.01  # real forces, not a zero fill

@@ -86,6 +86,20 @@ class ObjectConfig:
 
 
 @dataclass(frozen=True)
+class GoalConfig:
+    """The throw's goal, world frame (m): drawn per episode uniformly in ``center`` +- ``half_range``
+    per axis, as the original draws it (object start + (U(-0.05, 0.05), -0.55 + U(-0.05, 0.05), +0.10)).
+    A ``half_range`` of zero fixes the goal."""
+
+    center: tuple[float, ...] = field(metadata=_length(3))
+    half_range: tuple[float, ...] = field(metadata=_length(3))
+
+    def draw(self, rng) -> tuple[float, float, float]:
+        """One goal (m, world) from a ``numpy.random.Generator``."""
+        return tuple(float(c + rng.uniform(-h, h)) if h > 0 else float(c) for c, h in zip(self.center, self.half_range))
+
+
+@dataclass(frozen=True)
 class ModelsConfig:
     """Model paths; relative paths are resolved against the config file's folder."""
 
@@ -171,7 +185,7 @@ class CellConfig:
     thrower: SideConfig
     catcher: SideConfig
     object: ObjectConfig
-    goal: tuple[float, ...] = field(metadata=_length(3))  # world frame, m
+    goal: GoalConfig
     models: ModelsConfig
     topics: TopicsConfig
     gate: GateConfig
@@ -353,6 +367,9 @@ def _check_twin(ctx: _Context, cfg: CellConfig) -> None:
         for i, v in enumerate(getattr(tw, name)):
             if not v > 0:
                 ctx.fail(f"twin.{name}[{i}]", "must be > 0", v)
+    for i, v in enumerate(cfg.goal.half_range):
+        if not v >= 0:
+            ctx.fail(f"goal.half_range[{i}]", "must be >= 0 m", v)
     for i, v in enumerate(tw.arm_friction):
         if not v >= 0:
             ctx.fail(f"twin.arm_friction[{i}]", "must be >= 0", v)

@@ -18,5 +18,5 @@ def run(args) -> int:
     for side in ("thrower", "catcher"):
         s = getattr(cfg, side)
         print(f"  {side}: base {list(s.base_position)} m, yaw {s.base_yaw:g} rad, {len(s.joint_names)} joints")
-    print(f"  goal {list(cfg.goal)} m, bundle {cfg.models.bundle}")
+    print(f"  goal {list(cfg.goal.center)} +- {list(cfg.goal.half_range)} m per episode, bundle {cfg.models.bundle}")
     return 0

@@ -28,6 +28,10 @@ class PolicyController:
         self.last_object = self.object_start.copy()
         self.last_result: StepResult | None = None
 
+    def set_goal(self, goal_world) -> None:
+        """The throw's goal for the next episodes (m, world)."""
+        self.goal = np.asarray(goal_world, dtype=np.float32).reshape(3)
+
     def reset(self) -> np.ndarray:
         self.last_object = self.object_start.copy()
         self.last_result = None

@@ -170,8 +170,9 @@ class PolicyNode(Node):
         self.silent_s = max(SILENT_PERIODS, float(stale_periods)) * self.period_s
         spec = ContractSpec.from_config(cfg)
         noise = ContractNoise(history=cfg.history_noise)  # as the original adds it always (contract document)
-        self.controller = PolicyController(spec, networks, cfg.goal, cfg.object.start_position, noise)
-        self._dry = PolicyController(spec, networks, cfg.goal, cfg.object.start_position, noise)  # the warm-up's own state
+        self.controller = PolicyController(spec, networks, cfg.goal.center, cfg.object.start_position, noise)
+        self._dry = PolicyController(spec, networks, cfg.goal.center, cfg.object.start_position, noise)  # the warm-up's own state
+        self._goal_rng = np.random.default_rng()  # the goal is drawn per episode (cfg.goal)
         self._seq = EpisodeSequencer(self.controller, self._dry, period_s=self.period_s,
                                      episode_steps=cfg.episode_steps, blend_s=self.blend_s, settle_s=self.settle_s)
         self.names = {k: joint_names(cfg, *k) for k in KEYS}
@@ -420,6 +421,9 @@ class PolicyNode(Node):
         self.get_logger().error(self.fault)
 
     def _begin(self, joints, deadline: float) -> None:
+        goal = self.cfg.goal.draw(self._goal_rng)
+        for c in (self.controller, self._dry):
+            c.set_goal(goal)
         ok, why = self._seq.start(deadline, np.concatenate([joints[k].position for k in KEYS]))
         if ok:  # (the sequencer cleared the fault)
             self._place_future = None

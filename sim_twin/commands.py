@@ -54,7 +54,7 @@ def _controller(cfg, twin, bundle):
     from handover.runtime.policy_controller import PolicyController
     from handover.runtime.policy_networks import PolicyNetworks
 
-    return PolicyController(ContractSpec.from_config(cfg), PolicyNetworks.load(bundle), cfg.goal, cfg.object.start_position,
+    return PolicyController(ContractSpec.from_config(cfg), PolicyNetworks.load(bundle), cfg.goal.center, cfg.object.start_position,
                             ContractNoise(history=cfg.history_noise))
 
 

@@ -70,6 +70,7 @@ catcher_q (22)]`` (940 numbers, oldest first, zero rows before the episode start
 from __future__ import annotations
 
 import dataclasses
+import json
 import os
 import sys
 import tempfile
@@ -82,7 +83,7 @@ import numpy as np
 from handover.drivers.object_tracker import ObjectObservation
 from handover.runtime.cell_config import CellConfig, SIDE_DOFS
 from handover.runtime.contract import AGENT_INPUT_SIZE, DOFS, HISTORY_LEN, PROPERTY_HISTORY_LEN, PROPERTY_STEP_SIZE, ContractSpec
-from handover.runtime.contract_state import ContractState
+from handover.runtime.contract_state import ContractNoise, ContractState
 from handover.runtime.errors import InputError
 from handover.runtime.observation import ObjectHistory
 from handover.runtime.policy_step import PropertyWindow
@@ -90,7 +91,7 @@ from handover.runtime.replay import check_log
 from handover.sim_twin.expert import ActionInputs, ActionPolicy
 from handover.sim_twin.twin import EpisodeParams
 
-DATASET_FORMAT = "handover-demonstrations/1"
+DATASET_FORMAT = "handover-demonstrations/2"
 
 # (N, 60) object histories (m, relative to the thrower base) -> (N, 3) predicted goals (same frame).
 GoalFn = Callable[[np.ndarray], np.ndarray]
@@ -175,6 +176,8 @@ class ActionController:
         twin: passed to the policies for privileged information (None on hardware).
         predict_goal: goal estimator; default: the learner's, else none (predicted goal 0, relative).
         learner: a policy whose action is executed with probability ``beta`` per step (DAgger).
+        noise: the contract's noise (history noise, and the training randomization's observation
+            and action noise), drawn from the generator given to :meth:`begin_episode`.
     """
 
     def __init__(
@@ -187,13 +190,15 @@ class ActionController:
         predict_goal: Optional[GoalFn] = None,
         learner: Optional[ActionPolicy] = None,
         beta: float = 0.0,
+        noise: ContractNoise = ContractNoise(),
     ):
         if not 0.0 <= beta <= 1.0:
             raise ValueError(f"ActionController: beta must be in [0, 1], got {beta}")
         if beta > 0 and learner is None:
             raise ValueError(f"ActionController: beta = {beta} needs a learner policy")
         self.spec = spec
-        self.state = ContractState(spec)
+        self.state = ContractState(spec, noise)
+        self.noise = noise
         self.expert, self.learner, self.beta = expert, learner, float(beta)
         self.predict_goal = predict_goal or getattr(learner, "predict_goal", None)
         self.goal = np.asarray(goal_world, dtype=np.float32).reshape(3)
@@ -205,11 +210,18 @@ class ActionController:
         self._last_object = self.object_start.copy()
         self._log: dict[str, list] = {}
 
-    def begin_episode(self, params: Optional[EpisodeParams], rng: Optional[np.random.Generator] = None) -> None:
-        """Set the next episode's parameters (passed to the policies' ``reset``) and mixing generator."""
+    def begin_episode(self, params: Optional[EpisodeParams], rng: Optional[np.random.Generator] = None,
+                      goal=None, noise_rng: Optional[np.random.Generator] = None) -> None:
+        """Set the next episode's parameters (passed to the policies' ``reset``), its DAgger mixing
+        generator, the generator of the contract's noise (``noise_rng``; default ``rng``) and, if
+        given, its throwing goal (m, world)."""
         self.params = params
         if rng is not None:
             self.rng = rng
+        if noise_rng is not None or rng is not None:
+            self.state.set_noise(self.noise, noise_rng if noise_rng is not None else rng)
+        if goal is not None:
+            self.goal = np.asarray(goal, dtype=np.float32).reshape(3)
 
     # -- Controller ---------------------------------------------------------------------------
 
@@ -272,9 +284,10 @@ class ArraySpec:
 
 
 _F32, _F64 = "float32", "float64"
-# The scalar EpisodeParams a dataset records (its Randomization draws the object's; the thrower's
-# per-joint randomization and the gravity offset are not recorded and stay nominal).
+# The scalar EpisodeParams a dataset keeps as arrays; all of an episode's parameters (the thrower's
+# per-joint and per-link randomization and the gravity offset too) are in its ``params_json``.
 PARAM_NAMES = ("mass_factor", "friction_factor", "scale_factor", "hand_stiffness_scale", "hand_damping_scale")
+_STR = "str"  # a unicode string array (any length)
 
 SCHEMA: dict[str, ArraySpec] = {
     # per step
@@ -298,6 +311,9 @@ SCHEMA: dict[str, ArraySpec] = {
     "run": ArraySpec(("E",), "int32"),
     "round": ArraySpec(("E",), "int32"),
     "beta": ArraySpec(("E",), _F64),
+    "params_json": ArraySpec(("E",), _STR),  # EpisodeParams.to_json() as JSON
+    "noise_json": ArraySpec(("E",), _STR),  # the ContractNoise amplitudes as JSON (drawn from default_rng([seed, 5]))
+    "timing": ArraySpec(("E",), _STR),  # "lockstep" or "jitter" (TimingJitter's defaults)
     # global
     "thrower_base": ArraySpec((3,), _F32),
 }
@@ -311,7 +327,7 @@ def check_arrays(arrays: dict[str, np.ndarray], schema: dict[str, ArraySpec], so
         if name not in arrays:
             raise InputError(f"{source}: array {name!r} missing")
         a = arrays[name]
-        if a.dtype != np.dtype(spec.dtype):
+        if (a.dtype.kind != "U") if spec.dtype == _STR else (a.dtype != np.dtype(spec.dtype)):
             raise InputError(f"{source}: array {name!r} has dtype {a.dtype}, expected {spec.dtype}")
         want = "(" + ", ".join(str(d) for d in spec.shape) + ("," if len(spec.shape) == 1 else "") + ")"
         ok = a.ndim == len(spec.shape)
@@ -359,7 +375,8 @@ class Demonstrations:
         return int(self.arrays["thrower_q"].shape[1])
 
     def params(self, e: int) -> EpisodeParams:
-        return EpisodeParams(**{n: float(self.arrays[n][e]) for n in PARAM_NAMES})
+        """Episode ``e``'s parameters, all of them (from ``params_json``)."""
+        return EpisodeParams.from_json(json.loads(str(self.arrays["params_json"][e])))
 
     def episode_log(self, e: int) -> dict[str, np.ndarray]:
         """Episode ``e`` as a replay log (``handover contract replay`` IN format), checked by
@@ -386,6 +403,8 @@ def from_episodes(logs: Sequence[EpisodeLog], episodes: Sequence[dict], thrower_
             arrays[name] = np.stack([getattr(log, name) for log in logs]).astype(spec.dtype)
         elif name == "object_true":
             arrays[name] = np.stack([np.asarray(ep[name]) for ep in episodes]).astype(spec.dtype)
+        elif spec.dtype == _STR:
+            arrays[name] = np.asarray([str(ep[name]) for ep in episodes])
         else:
             arrays[name] = np.asarray([ep[name] for ep in episodes], dtype=spec.dtype)
     return Demonstrations(arrays)
@@ -455,30 +474,15 @@ def load(path: str | Path) -> Demonstrations:
 
 
 @dataclass(frozen=True)
-class Randomization:
-    """Per-episode object randomization (uniform factors of the nominal values); hands nominal."""
-
-    mass: tuple[float, float] = (0.5, 1.5)
-    friction: tuple[float, float] = (0.7, 1.3)
-    scale: tuple[float, float] = (0.95, 1.05)
-
-    def sample(self, rng: np.random.Generator) -> EpisodeParams:
-        return EpisodeParams(
-            mass_factor=float(rng.uniform(*self.mass)),
-            friction_factor=float(rng.uniform(*self.friction)),
-            scale_factor=float(rng.uniform(*self.scale)),
-        )
-
-
-@dataclass(frozen=True)
 class RecordConfig:
     """One recording run: ``episodes`` episodes of ``steps`` control steps (default: the cell's)."""
 
     episodes: int
     seed: int = 0  # the run's numpy Generator seed; episode seeds are drawn from it
     steps: Optional[int] = None
-    randomization: Randomization = Randomization()
-    goal: Optional[tuple[float, float, float]] = None  # world, m; default: the cell config's goal
+    randomize: str = "training"  # "none" or "training": the original's training randomization (EpisodeParams.sample_training and its contract noise)
+    timing: str = "jitter"  # "lockstep" or "jitter" (TimingJitter: commands 0-20 ms late, readings 0-20 ms old)
+    goal: Optional[tuple[float, float, float]] = None  # world, m; default: drawn per episode from the cell config's goal
     beta: float = 0.0  # DAgger: probability per step that the learner's action is executed
     round: int = 0  # DAgger round stored with the episodes (0 = expert demonstrations)
 
@@ -487,6 +491,10 @@ class RecordConfig:
             raise ValueError(f"RecordConfig.episodes must be >= 1, got {self.episodes}")
         if self.steps is not None and self.steps < 1:
             raise ValueError(f"RecordConfig.steps must be >= 1, got {self.steps}")
+        if self.randomize not in ("none", "training"):
+            raise ValueError(f"RecordConfig.randomize must be 'none' or 'training', got {self.randomize!r}")
+        if self.timing not in ("lockstep", "jitter"):
+            raise ValueError(f"RecordConfig.timing must be 'lockstep' or 'jitter', got {self.timing!r}")
 
 
 def default_judge(twin) -> bool:
@@ -509,9 +517,13 @@ def record(
 ) -> Demonstrations:
     """Record ``rec.episodes`` episodes in a fresh MuJoCo twin, in one run (one ContractState).
 
-    Episode ``e``: seed ``s`` drawn from ``default_rng(rec.seed)``; params from
-    ``rec.randomization.sample(default_rng([s, 0]))``; the twin's camera noise reseeded with
-    ``default_rng([s, 1])``; DAgger mixing from ``default_rng([s, 2])``. ``judge(twin) -> bool`` decides
+    Episode ``e``: seed ``s`` drawn from ``default_rng(rec.seed)``; with ``rec.randomize ==
+    "training"`` params from ``EpisodeParams.sample_training(default_rng([s, 0]))`` and the contract's
+    training noise, else nominal params and the history noise only; the twin's camera noise reseeded
+    with ``default_rng([s, 1])``; DAgger mixing from ``default_rng([s, 2])``; the contract's noise
+    from ``default_rng([s, 5])`` (so that :func:`build_actor_inputs` draws it again exactly);
+    the timing (``rec.timing``) from ``default_rng([s, 3])``; the goal (unless ``rec.goal`` fixes it)
+    from ``default_rng([s, 4])``. ``judge(twin) -> bool`` decides
     success at the episode end (default :func:`default_judge`). ``on_episode(e, log)`` sees each
     episode's log, including the live actor inputs. Progress goes to stderr (tqdm).
     """
@@ -519,26 +531,29 @@ def record(
 
     from handover.sim_twin.devices import TwinDevices
     from handover.sim_twin.episode import run_episode
-    from handover.sim_twin.twin import Twin
+    from handover.sim_twin.twin import TimingJitter, Twin
 
     judge = judge or default_judge
     spec = ContractSpec.from_config(cfg)
     steps = rec.steps or cfg.episode_steps
-    goal = np.asarray(rec.goal if rec.goal is not None else cfg.goal, np.float64)
     twin = Twin(cfg, seed=rec.seed)
     devices = TwinDevices.create(twin)
     devices.bring_up()
-    controller = ActionController(spec, expert, goal, cfg.object.start_position, twin=twin,
-                                  predict_goal=predict_goal, learner=learner, beta=rec.beta)
+    noise = ContractNoise.training(cfg.history_noise) if rec.randomize == "training" else ContractNoise(history=cfg.history_noise)
+    controller = ActionController(spec, expert, cfg.goal.center, cfg.object.start_position, twin=twin,
+                                  predict_goal=predict_goal, learner=learner, beta=rec.beta, noise=noise)
     seeds = np.random.default_rng(rec.seed).integers(0, 2**63 - 1, size=rec.episodes, dtype=np.int64)
     logs, episodes = [], []
     bar = tqdm(total=rec.episodes, desc=desc, file=sys.stderr, disable=not progress, unit="ep")
     for e, s in enumerate(seeds):
         s = int(s)
-        params = rec.randomization.sample(np.random.default_rng([s, 0]))
-        twin.camera.rng = np.random.default_rng([s, 1])
+        rng = lambda k: np.random.default_rng([s, k])  # noqa: E731
+        params = EpisodeParams.sample_training(rng(0), twin.thrower_links) if rec.randomize == "training" else EpisodeParams()
+        twin.camera.rng = rng(1)
         twin.reset(params)
-        controller.begin_episode(params, np.random.default_rng([s, 2]))
+        twin.set_timing(TimingJitter() if rec.timing == "jitter" else None, rng(3))
+        goal = np.asarray(rec.goal if rec.goal is not None else cfg.goal.draw(rng(4)), np.float64)
+        controller.begin_episode(params, rng(2), goal=goal, noise_rng=rng(5))
         records = run_episode(devices, controller, steps)
         log = controller.episode_log()
         ok = bool(judge(twin))
@@ -547,6 +562,8 @@ def record(
             "object_true": np.stack([r.object_position for r in records]).astype(np.float32),
             "goal_pos": goal, "true_goal": records[-1].object_position, "success": ok, "seed": s, "run": 0,
             "round": rec.round, "beta": rec.beta, **{n: getattr(params, n) for n in PARAM_NAMES},
+            "params_json": json.dumps(params.to_json()), "timing": rec.timing,
+            "noise_json": json.dumps(dataclasses.asdict(noise)),
         })
         if on_episode is not None:
             on_episode(e, log)
@@ -594,7 +611,9 @@ def build_actor_inputs(ds: Demonstrations, spec: ContractSpec, predict_goal: Opt
     over between the episodes of a run, like at recording and deployment), executing the logged
     actions, with the predicted goal ``predict_goal(history)`` (None: 0, relative, as recorded
     without a goal estimator). The replayed targets must equal the logged ones (else the dataset
-    does not belong to this cell: :class:`InputError`)."""
+    does not belong to this cell: :class:`InputError`). The contract's noise of each episode
+    (``noise_json``) is drawn again from ``default_rng([seed, 5])`` in the recording's order, so the
+    rebuilt inputs carry the noise the live ones had."""
     _check_cell(ds, spec)
     hist = histories(ds)
     E, T = ds.episodes, ds.steps
@@ -609,6 +628,7 @@ def build_actor_inputs(ds: Demonstrations, spec: ContractSpec, predict_goal: Opt
     for e in range(E):
         if state is None or a["run"][e] != a["run"][e - 1]:
             state = ContractState(spec)
+        state.set_noise(ContractNoise(**json.loads(str(a["noise_json"][e]))), np.random.default_rng([int(a["seed"][e]), 5]))
         state.reset()
         for t in range(T):
             state.push_object(a["object_pos"][e, t])
@@ -683,7 +703,6 @@ __all__ = [
     "Demonstrations",
     "EpisodeLog",
     "LearnerPolicy",
-    "Randomization",
     "RecordConfig",
     "SCHEMA",
     "Samples",

@@ -30,7 +30,8 @@ asked for (target change per control period, before the gate).
 
 Reproducibility: episode ``e`` of group ``g`` draws its parameters from
 ``default_rng([seed, g, e, 0])``, tracker noise from ``[seed, g, e, 1]``, timing from ``[seed, g,
-e, 2]`` and contract noise from ``[seed, g, e, 3]``; physics and networks are deterministic, so the
+e, 2]``, contract noise from ``[seed, g, e, 3]`` and the throw's goal (the cell config's ``goal``,
+drawn per episode) from ``[seed, g, e, 4]``; physics and networks are deterministic, so the
 same bundle, config, options and seed give the same report. One policy and one twin run all
 episodes in order: the contract's frame stack is not cleared at reset (quirk of the original), and
 each episode starts where the last ended.
@@ -152,6 +153,7 @@ class EpisodeResult:
     mass_estimate: Optional[float]  # factor, or None without a mass estimator
     wall_s: float  # wall time of the episode incl. reset and judgement, s
     params: dict = field(default_factory=dict)  # the episode's EpisodeParams (EpisodeParams.to_json)
+    goal: tuple[float, float, float] = (0.0, 0.0, 0.0)  # the throw's goal of the episode, m, world
     speeds: dict = field(default_factory=dict)  # "side/group" -> GroupSpeed
 
     @property
@@ -358,8 +360,8 @@ def evaluate(
     mass_index = _mass_output_index(networks)
     spec = ContractSpec.from_config(cfg)
     noise = ContractNoise.training(cfg.history_noise) if randomize == "training" else ContractNoise(history=cfg.history_noise)
-    controller = PolicyController(spec, networks, cfg.goal, cfg.object.start_position, noise)
-    dry = PolicyController(spec, networks, cfg.goal, cfg.object.start_position, noise)
+    controller = PolicyController(spec, networks, cfg.goal.center, cfg.object.start_position, noise)
+    dry = PolicyController(spec, networks, cfg.goal.center, cfg.object.start_position, noise)
     sequencer = EpisodeSequencer(controller, dry, period_s=cfg.control_period_s, episode_steps=steps)
     twin = Twin(cfg, seed=seed)
     devices = TwinDevices.create(twin)
@@ -387,8 +389,10 @@ def evaluate(
                     params = EpisodeParams(mass_factor=f)
                 twin.camera.rng = rng(1)
                 twin.set_timing(TimingJitter() if timing == "jitter" else None, rng(2))
+                goal = cfg.goal.draw(rng(4))
                 for c in (controller, dry):
                     c.step_fn.state.set_noise(noise, rng(3))
+                    c.set_goal(goal)
 
                 def place() -> tuple[bool, str]:
                     twin.place_object(params)
@@ -407,7 +411,7 @@ def evaluate(
                     group=group_key(f), mass_factor=params.mass_factor, episode=e, success=out.success, kind=out.kind,
                     reason=out.reason, distance_to_catcher_palm=out.distance_to_catcher_palm,
                     object_position=tuple(float(x) for x in out.object_position),
-                    mass_estimate=estimate, wall_s=time.perf_counter() - t0, params=params.to_json(),
+                    mass_estimate=estimate, wall_s=time.perf_counter() - t0, params=params.to_json(), goal=goal,
                     speeds=group_speeds(cfg, twin.speed_stats, records),
                 ))
                 bar.set_postfix(mass=group_key(f), success=f"{report.successes}/{report.episodes}", refresh=False)

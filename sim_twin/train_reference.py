@@ -4,8 +4,8 @@ expert, export it as a policy bundle, evaluate it, and record how it was made in
 Pipeline (each stage with a progress bar on stderr, a summary on stdout):
 
 1. ``record``: expert demonstrations (:class:`~handover.sim_twin.expert.ExpertPolicy`) under the
-   training randomization (object mass x U(0.5, 1.5), friction x U(0.7, 1.3), scale x U(0.95, 1.05),
-   hands nominal), one run (:func:`handover.sim_twin.demonstrations.record`);
+   original's training randomization, its contract noise and jittered timing, the goal drawn per
+   episode, one run (:func:`handover.sim_twin.demonstrations.record`);
 2. ``goal``: the goal estimator (history 60 -> true arrival point relative to the thrower base);
 3. ``actors``: the actors' inputs rebuilt through the contract with that estimator's predictions,
    then behaviour cloning of both actors;
@@ -202,7 +202,6 @@ def _sha256(path: Path) -> str:
 
 def training_provenance(tc: TrainReferenceConfig, ds, out: Outcome) -> dict:
     """``provenance["training"]`` of the manifest."""
-    from handover.sim_twin.demonstrations import Randomization
 
     n = ds.episodes * ds.steps
     rounds = ds["round"]
@@ -221,7 +220,8 @@ def training_provenance(tc: TrainReferenceConfig, ds, out: Outcome) -> dict:
             "seeds": {"seed": tc.seed, **tc.seeds()},
             "dagger_rounds": tc.dagger_rounds,
             "dagger_beta": [tc.beta(r) for r in range(1, tc.dagger_rounds + 1)],
-            "randomization": {**dataclasses.asdict(Randomization()), "hand_gains": "nominal"},
+            "randomization": "training: EpisodeParams.sample_training and ContractNoise.training (contract document); "
+                             "timing jitter (TimingJitter defaults); the goal drawn per episode from the cell config",
             "property_targets": list(tc.property_targets),
         },
         "losses": final,

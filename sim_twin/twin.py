@@ -109,8 +109,18 @@ class EpisodeParams:
         )
 
     def to_json(self) -> dict:
-        """Plain numbers for reports."""
+        """Plain numbers for reports (:meth:`from_json` reads them back)."""
         return dataclasses.asdict(self)
+
+    @staticmethod
+    def from_json(d: dict) -> "EpisodeParams":
+        """The inverse of :meth:`to_json`."""
+        d = dict(d)
+        t = d.get("thrower")
+        if t is not None:
+            d["thrower"] = ThrowerRandomization(**{k: (dict(v) if isinstance(v, dict) else tuple(v)) for k, v in t.items()})
+        d["gravity_offset"] = tuple(d.get("gravity_offset", (0.0, 0.0, 0.0)))
+        return EpisodeParams(**d)
 
 
 @dataclass(frozen=True)

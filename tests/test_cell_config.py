@@ -64,9 +64,23 @@ def test_wrong_length(tmp_path):
 
 def test_wrong_length_of_a_fixed_vector(tmp_path):
     raw = default_raw()
-    raw["goal"] = [0.0, 1.0]
+    raw["goal"]["center"] = [0.0, 1.0]
     msg = load_error(tmp_path, raw)
-    assert "goal:" in msg and "expected 3 entries, got 2" in msg and "[0.0, 1.0]" in msg
+    assert "goal.center:" in msg and "expected 3 entries, got 2" in msg and "[0.0, 1.0]" in msg
+
+
+def test_goal_is_drawn_per_episode_in_its_box(tmp_path):
+    import numpy as np
+
+    cfg = load_cell_config()
+    # the original's goal: object start (0.025, -0.38, 0.449) + (U(-0.05, 0.05), -0.55 + U(-0.05, 0.05), 0.10)
+    assert cfg.goal.center == (0.025, -0.93, 0.549) and cfg.goal.half_range == (0.05, 0.05, 0.0)
+    goals = np.array([cfg.goal.draw(np.random.default_rng(k)) for k in range(200)])
+    assert np.all(np.abs(goals - cfg.goal.center) <= np.array(cfg.goal.half_range) + 1e-12)
+    assert goals[:, 0].std() > 0.02 and np.all(goals[:, 2] == 0.549)  # U(-0.05, 0.05): std 0.029
+    raw = default_raw()
+    raw["goal"]["half_range"][1] = -0.01
+    assert "goal.half_range[1]" in load_error(tmp_path, raw)
 
 
 def test_wrong_type(tmp_path):

@@ -43,7 +43,7 @@ def test_a_policy_bundle_drives_the_twin_through_the_devices(bundle_dir):
     twin = Twin(CFG)
     devices = TwinDevices.create(twin)
     devices.bring_up()
-    controller = PolicyController(ContractSpec.from_config(CFG), PolicyNetworks.load(bundle_dir), CFG.goal,
+    controller = PolicyController(ContractSpec.from_config(CFG), PolicyNetworks.load(bundle_dir), CFG.goal.center,
                                   CFG.object.start_position)
     records = run_episode(devices, controller, 10)
     assert len(records) == 10 and records[-1].time == pytest.approx(10 * CFG.control_period_s)  # 0.5 s at 20 Hz

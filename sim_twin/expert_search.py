@@ -1,0 +1,146 @@
+"""Tuning the scripted expert: a cross-entropy search over :class:`ExpertConfig` in the strict twin,
+and the expert's success rate under the training randomization and timing.
+
+``python -m handover.sim_twin.expert_search [--generations G] [--population P] [--episodes N]``
+prints the best configuration per generation (progress on stderr). Each candidate runs N episodes
+under the original's training randomization, its contract noise and jittered timing (the
+conditions the reference policy is evaluated in); its score is the fraction caught. Episodes run
+the expert through the contract and the command gate (:class:`ActionController`,
+:func:`~handover.sim_twin.episode.run_episode`), from :meth:`Twin.reset`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import sys
+from concurrent.futures import ProcessPoolExecutor
+from typing import Sequence
+
+import numpy as np
+
+from handover.sim_twin.expert import ExpertConfig
+
+# The searched fields and their ranges (ints are rounded).
+SPACE = {
+    "swing_step": (6, 14),
+    "open_offset": (-1, 3),  # open_step = swing_step + open_offset
+    "swing_steps": (3, 7),
+    "swing_joint2": (-0.09, 0.41),
+    "swing_joint3": (-1.0, -0.5),
+    "brake": (0.0, 0.8),
+    "catch_y": (-0.92, -0.72),
+    "catch_z": (0.36, 0.52),
+    "close_distance": (0.05, 0.16),
+    "close_fraction": (0.4, 0.95),
+    "open_fraction": (0.0, 0.5),
+    "catch_wrist": (-1.97, -1.17),
+    # finger groups of the thrower that open (> 0.5: open)
+    "open_index": (0.0, 1.0),
+    "open_middle": (0.0, 1.0),
+    "open_ring": (0.0, 1.0),
+    "open_thumb": (0.0, 1.0),
+}
+GROUPS = {"open_index": (0, 1, 2, 3), "open_middle": (4, 5, 6, 7), "open_ring": (8, 9, 10, 11), "open_thumb": (13, 14, 15)}
+
+
+def to_config(v: dict) -> ExpertConfig:
+    """A point of :data:`SPACE` as an :class:`ExpertConfig`."""
+    swing = int(round(v["swing_step"]))
+    return ExpertConfig(
+        swing_step=swing, open_step=swing + int(round(v["open_offset"])), swing_steps=int(round(v["swing_steps"])),
+        swing_joint2=float(v["swing_joint2"]), swing_joint3=float(v["swing_joint3"]), brake=float(v["brake"]),
+        catch_point=(0.02, float(v["catch_y"]), float(v["catch_z"])),
+        close_distance=float(v["close_distance"]), close_fraction=float(v["close_fraction"]),
+        open_fraction=float(v["open_fraction"]), catch_wrist=float(v["catch_wrist"]),
+        thrower_open=tuple(j for g, js in GROUPS.items() if v[g] > 0.5 for j in js),
+    )
+
+
+def success_rate(expert: ExpertConfig, seeds: Sequence[int], randomize: bool = True, jitter: bool = True) -> float:
+    """Fraction of episodes the expert catches; episode ``i`` draws everything from ``seeds[i]``."""
+    from handover.runtime.cell_config import load_cell_config
+    from handover.runtime.contract import ContractSpec
+    from handover.runtime.contract_state import ContractNoise
+    from handover.sim_twin.demonstrations import ActionController
+    from handover.sim_twin.devices import TwinDevices
+    from handover.sim_twin.episode import run_episode
+    from handover.sim_twin.expert import ExpertPolicy
+    from handover.sim_twin.success import judge
+    from handover.sim_twin.twin import EpisodeParams, TimingJitter, Twin
+
+    cfg = load_cell_config()
+    twin = Twin(cfg)
+    devices = TwinDevices.create(twin)
+    devices.bring_up()
+    policy = ExpertPolicy(cfg, expert)
+    noise = ContractNoise.training(cfg.history_noise) if randomize else ContractNoise(history=cfg.history_noise)
+    controller = ActionController(ContractSpec.from_config(cfg), policy, cfg.goal.center, cfg.object.start_position,
+                                  twin=twin, noise=noise)
+    caught = 0
+    for s in seeds:
+        rng = lambda k: np.random.default_rng([s, k])  # noqa: E731
+        params = EpisodeParams.sample_training(rng(0), twin.thrower_links) if randomize else EpisodeParams()
+        twin.camera.rng = rng(1)
+        twin.reset(params)
+        twin.set_timing(TimingJitter() if jitter else None, rng(2))
+        controller.begin_episode(params, rng(3), goal=cfg.goal.draw(rng(4)))
+        run_episode(devices, controller, cfg.episode_steps)
+        caught += bool(judge(twin).success)
+    return caught / len(seeds)
+
+
+def _score(args) -> float:
+    point, seeds = args
+    return success_rate(to_config(point), seeds)
+
+
+def search(generations: int, population: int, episodes: int, elite: int, seed: int, workers: int) -> dict:
+    """Cross-entropy search (independent Gaussians per field, clipped to :data:`SPACE`)."""
+    rng = np.random.default_rng(seed)
+    names = list(SPACE)
+    lo = np.array([SPACE[n][0] for n in names], float)
+    hi = np.array([SPACE[n][1] for n in names], float)
+    default = ExpertConfig()
+    start = {"swing_step": default.swing_step, "open_offset": default.open_step - default.swing_step,
+             "swing_steps": default.swing_steps, "swing_joint2": default.swing_joint2,
+             "swing_joint3": default.swing_joint3, "brake": default.brake, "catch_y": default.catch_point[1],
+             "catch_z": default.catch_point[2], "close_distance": default.close_distance,
+             "close_fraction": default.close_fraction, "open_fraction": default.open_fraction,
+             "catch_wrist": default.catch_wrist,
+             **{g: 0.75 if set(js) <= set(default.thrower_open) else 0.25 for g, js in GROUPS.items()}}
+    mean = np.array([start[n] for n in names], float)
+    std = (hi - lo) / 4
+    best = (-1.0, dict(zip(names, mean)))
+    with ProcessPoolExecutor(workers) as pool:
+        for g in range(generations):
+            seeds = [int(v) for v in rng.integers(0, 2**31, episodes)]  # common random numbers per generation
+            pts = np.clip(mean + std * rng.standard_normal((population, len(names))), lo, hi)
+            pts[0] = np.clip(mean, lo, hi)
+            scores = np.array(list(pool.map(_score, [(dict(zip(names, p)), seeds) for p in pts])))
+            order = np.argsort(-scores)
+            top = pts[order[:elite]]
+            mean, std = top.mean(axis=0), np.maximum(top.std(axis=0), (hi - lo) / 50)
+            if scores[order[0]] >= best[0]:
+                best = (float(scores[order[0]]), dict(zip(names, pts[order[0]])))
+            print(f"generation {g + 1}/{generations}: best {scores[order[0]]:.2f}, mean {scores.mean():.2f}, "
+                  f"best so far {best[0]:.2f}", file=sys.stderr, flush=True)
+    return {"score": best[0], "point": best[1], "config": dataclasses.asdict(to_config(best[1]))}
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--generations", type=int, default=8)
+    p.add_argument("--population", type=int, default=24)
+    p.add_argument("--episodes", type=int, default=16)
+    p.add_argument("--elite", type=int, default=6)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--workers", type=int, default=2)
+    args = p.parse_args(argv)
+    result = search(args.generations, args.population, args.episodes, args.elite, args.seed, args.workers)
+    print(result)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

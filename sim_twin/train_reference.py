@@ -233,14 +233,21 @@ def training_provenance(tc: TrainReferenceConfig, ds, out: Outcome) -> dict:
 
 
 def _evaluate(bundle: Path, tc: TrainReferenceConfig, cfg, progress: bool) -> tuple[dict, str]:
-    """The bundle's evaluation: ``{"nominal": report, "sweep": report}`` (``to_json_dict``) and the tables.
-    Nominal: ``eval_episodes`` with the nominal object; sweep: ``sweep_episodes`` per mass factor."""
+    """The bundle's evaluation (``handover eval``'s reports, ``to_json_dict``) and the tables:
+    ``nominal`` (``eval_episodes``, nominal physics, lockstep), ``training`` (the same under the
+    training randomization), ``training_jitter`` (and jittered timing), ``sweep`` (``sweep_episodes``
+    per mass factor, otherwise nominal)."""
     from handover.sim_twin.evaluate import evaluate, format_table
 
-    nominal = evaluate(bundle, (1.0,), tc.eval_episodes, seed=tc.seed, cfg=cfg, progress=progress)
-    sweep = evaluate(bundle, tc.sweep_mass_factors, tc.sweep_episodes, seed=tc.seed, cfg=cfg, progress=progress)
-    table = f"nominal object:\n{format_table(nominal)}\nmass sweep:\n{format_table(sweep)}"
-    return {"nominal": nominal.to_json_dict(), "sweep": sweep.to_json_dict()}, table
+    runs = {
+        "nominal": dict(mass_factors=(1.0,), episodes=tc.eval_episodes),
+        "training": dict(episodes=tc.eval_episodes, randomize="training"),
+        "training_jitter": dict(episodes=tc.eval_episodes, randomize="training", timing="jitter"),
+        "sweep": dict(mass_factors=tc.sweep_mass_factors, episodes=tc.sweep_episodes),
+    }
+    reports = {name: evaluate(bundle, seed=tc.seed, cfg=cfg, progress=progress, **kw) for name, kw in runs.items()}
+    table = "\n".join(f"{name}:\n{format_table(r)}" for name, r in reports.items())
+    return {name: r.to_json_dict() for name, r in reports.items()}, table
 
 
 def run_pipeline(cfg, tc: TrainReferenceConfig, out_dir: Path, work: Path, progress: bool = True) -> tuple[dict, str]:

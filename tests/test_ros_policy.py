@@ -62,7 +62,7 @@ def wait_for(predicate, timeout: float, what: str, poll: float = 0.005):
 class _Probe:
     """The test's node: the operator's services and the estop, and a record of every message it
     listens to (``time.perf_counter()`` at receipt). It does not listen to the joint states (four
-    more 60 Hz subscriptions cost CPU the cell needs); the twin says where the joints are."""
+    more subscriptions at the control rate cost CPU the cell needs); the twin says where the joints are."""
 
     def __init__(self, context):
         self.node = Node("test_probe", context=context)

@@ -96,7 +96,7 @@ from handover.runtime.safety_node import SafetyNode  # noqa: E402
 
 CFG = load_cell_config()
 TOPICS = Topics.from_config(CFG)
-PERIOD_S = CFG.control_period_s  # 1/60 s
+PERIOD_S = CFG.control_period_s  # the control period (50 ms at 20 Hz)
 TIMEOUT_S = 3.0
 
 
@@ -319,7 +319,7 @@ def test_stop_latency_below_one_control_period(ros_context, spin):
     """From the publish of ``true`` (``perf_counter`` just before) to the driver's hold (recorded by
     the node right after ``device.hold`` returned), with commands streaming at the control rate.
 
-    Every stop of a round of 20 must be below one control period (1/60 s). This process shares a
+    Every stop of a round of 20 must be below one control period. This process shares a
     2-core machine: another process at full load delays Python threads by tens of ms, the node's
     code or not. So a round with an outlier is measured again, up to :data:`LATENCY_ROUNDS` rounds;
     a node that is slow by design (a stop waiting behind other callbacks) fails every round."""
@@ -332,7 +332,7 @@ def test_stop_latency_below_one_control_period(ros_context, spin):
     streaming = threading.Event()
     streaming.set()
 
-    def stream():  # a policy at 60 Hz
+    def stream():  # a policy at the control rate
         k = 0
         while streaming.is_set():
             probe.command("thrower", "hand", moved(CFG.thrower.hand, 0.01 * (k % 5)))

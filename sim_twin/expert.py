@@ -83,11 +83,14 @@ class ExpertConfig:
     close_distance: float = 0.15  # close the fingers when the object is this near the catcher's palm centre
     close_fraction: float = 0.9  # closed finger flexion as a fraction of the way to the upper limit
     open_fraction: float = 0.3  # the catcher's open (cupped) finger flexion, the same way
-    # The thrower's joints (URDF joint_N.0 numbers) that go flat at ``open_step``: middle, ring and the
-    # thumb but its rotation; the index finger (0-3) and the thumb's rotation (12) keep the grip and
-    # guide the object. Opening those too pushes the object sideways, by 0.1-0.2 m at the catcher
-    # under the training randomization (lateral RMS 1-2 cm with them kept, 8 randomized episodes).
-    thrower_open: tuple[int, ...] = (4, 5, 6, 7, 8, 9, 10, 11, 13, 14, 15)
+    # How far each of the thrower's fingers goes from the grip towards flat at ``open_step`` (0: keeps
+    # the grip, 1: flat); the thumb's rotation (joint_12.0) keeps the grip. The middle and ring fingers
+    # and the thumb open; the index finger keeps guiding the object: opening it too pushed the object
+    # 0.1-0.2 m sideways at the catcher under the training randomization.
+    open_index: float = 0.0
+    open_middle: float = 1.0
+    open_ring: float = 1.0
+    open_thumb: float = 1.0
     catch_wrist: float = -1.57  # catcher joint6 (wrist roll) the catch pose starts from, rad
 
 
@@ -165,9 +168,11 @@ class ExpertPolicy:
         cupped[rolls] = 0.0
         self.open_hand = np.clip(cupped, hlo, hhi)  # the catcher's open hand (before it closes)
         default = self.spec.default[THROWER_HAND]
-        for j in range(16):
-            if j not in expert.thrower_open:
-                flat[slot[f"joint_{j}.0"]] = default[slot[f"joint_{j}.0"]]
+        amount = {0: expert.open_index, 4: expert.open_middle, 8: expert.open_ring, 12: expert.open_thumb}
+        for j in range(16):  # URDF joint j belongs to the finger whose first joint is 4 * (j // 4)
+            k = slot[f"joint_{j}.0"]
+            a = 0.0 if j == 12 else amount[4 * (j // 4)]
+            flat[k] = default[k] + a * (flat[k] - default[k])
         self.flat_hand = np.clip(flat, hlo, hhi)  # the thrower's hand after the release
         self.closed_hand = np.clip(closed, hlo, hhi)
         self.default_hand = np.clip(self.spec.default[THROWER_HAND], hlo, hhi)

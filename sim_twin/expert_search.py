@@ -25,7 +25,7 @@ from handover.sim_twin.expert import ExpertConfig
 SPACE = {
     "swing_step": (6, 14),
     "open_offset": (-1, 3),  # open_step = swing_step + open_offset
-    "swing_steps": (3, 7),
+    "swing_steps": (3, 9),
     "swing_joint2": (-0.09, 0.41),
     "swing_joint3": (-1.0, -0.5),
     "brake": (0.0, 0.8),
@@ -35,13 +35,13 @@ SPACE = {
     "close_fraction": (0.4, 0.95),
     "open_fraction": (0.0, 0.5),
     "catch_wrist": (-1.97, -1.17),
-    # finger groups of the thrower that open (> 0.5: open)
+    "release_joint3": (-1.0, -0.4),
     "open_index": (0.0, 1.0),
     "open_middle": (0.0, 1.0),
     "open_ring": (0.0, 1.0),
     "open_thumb": (0.0, 1.0),
 }
-GROUPS = {"open_index": (0, 1, 2, 3), "open_middle": (4, 5, 6, 7), "open_ring": (8, 9, 10, 11), "open_thumb": (13, 14, 15)}
+FINGERS = ("open_index", "open_middle", "open_ring", "open_thumb")
 
 
 def to_config(v: dict) -> ExpertConfig:
@@ -53,7 +53,7 @@ def to_config(v: dict) -> ExpertConfig:
         catch_point=(0.02, float(v["catch_y"]), float(v["catch_z"])),
         close_distance=float(v["close_distance"]), close_fraction=float(v["close_fraction"]),
         open_fraction=float(v["open_fraction"]), catch_wrist=float(v["catch_wrist"]),
-        thrower_open=tuple(j for g, js in GROUPS.items() if v[g] > 0.5 for j in js),
+        release_joint3=float(v["release_joint3"]), **{g: float(v[g]) for g in FINGERS},
     )
 
 
@@ -108,7 +108,7 @@ def search(generations: int, population: int, episodes: int, elite: int, seed: i
              "catch_z": default.catch_point[2], "close_distance": default.close_distance,
              "close_fraction": default.close_fraction, "open_fraction": default.open_fraction,
              "catch_wrist": default.catch_wrist,
-             **{g: 0.75 if set(js) <= set(default.thrower_open) else 0.25 for g, js in GROUPS.items()}}
+             "release_joint3": default.release_joint3, **{g: getattr(default, g) for g in FINGERS}}
     mean = np.array([start[n] for n in names], float)
     std = (hi - lo) / 4
     best = (-1.0, dict(zip(names, mean)))

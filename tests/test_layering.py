@@ -29,7 +29,6 @@ assert (PACKAGE_ROOT / "runtime" / "__init__.py").is_file()
 # Runtime modules that need torch, with the reason. Everything else in runtime/ must import without it.
 TORCH_MODULES = {
     "handover.runtime.networks": "the original's torch network definitions, for export (imported lazily by the CLI)",
-    "handover.runtime.export": "the torch export tool .pt -> ONNX bundle (imported lazily by the CLI)",
 }
 
 # What runtime/ imports from handover.drivers today (grep/ast, at the time of writing): the object

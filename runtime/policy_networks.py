@@ -52,7 +52,22 @@ class Actors(Protocol):
     def warmup(self, n: int = 50) -> None: ...
 
 
-class SeparateActors:
+class _RunnerGroup:
+    """Reset and warm-up of several runners at once: subclasses list them in :meth:`_all`."""
+
+    def _all(self) -> list:
+        raise NotImplementedError
+
+    def reset(self) -> None:
+        for n in self._all():
+            n.reset()
+
+    def warmup(self, n: int = 50) -> None:
+        for net in self._all():
+            net.warmup(n)
+
+
+class SeparateActors(_RunnerGroup):
     """Actors (and property estimator) as separate :class:`Network` objects, called one after another."""
 
     def __init__(self, thrower: Network, catcher: Network, property_estimator: Optional[Network] = None,
@@ -71,14 +86,6 @@ class SeparateActors:
 
     def _all(self):
         return [n for n in (self.thrower, self.catcher, self.property_estimator) if n is not None]
-
-    def reset(self) -> None:
-        for n in self._all():
-            n.reset()
-
-    def warmup(self, n: int = 50) -> None:
-        for net in self._all():
-            net.warmup(n)
 
 
 class FusedActors:
@@ -134,7 +141,7 @@ def _agent_input(name: str, x: np.ndarray) -> np.ndarray:
     return xb[0]
 
 
-class SingleActor:
+class SingleActor(_RunnerGroup):
     """One policy over both hands (PPO) and the optional property estimator, as separate
     :class:`Network` objects: the policy maps the rebuilt 900-number observation to the 44 actions."""
 
@@ -153,14 +160,6 @@ class SingleActor:
 
     def _all(self):
         return [n for n in (self.policy, self.property_estimator) if n is not None]
-
-    def reset(self) -> None:
-        for n in self._all():
-            n.reset()
-
-    def warmup(self, n: int = 50) -> None:
-        for net in self._all():
-            net.warmup(n)
 
 
 class FusedSingleActor:

@@ -244,9 +244,10 @@ class JointGroupNode(Node):
 
     def _on_state_timer(self) -> None:
         now = self._now()
-        device_now = now if self.device_clock is None else self.device_clock()
         changed = False
         with self._lock:
+            # Read under the lock: a stop's hold in between must not look like the clock going back.
+            device_now = now if self.device_clock is None else self.device_clock()
             js = None
             try:
                 js = self.device.read(device_now)

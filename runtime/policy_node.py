@@ -468,7 +468,7 @@ class PolicyNode(Node):
         efforts = None
         if self.controller.needs_efforts and q is not None:
             missing = [k for k in KEYS if joints[k].effort is None]
-            if missing and self._seq.phase.value == "episode":
+            if missing and self._seq.phase in (Phase.WARMUP, Phase.EPISODE):  # the phases that run the policy
                 self._fail("the bundle's property estimator needs joint efforts, but "
                            + ", ".join(self.topics.joint_states[k] for k in missing) + " carry none")
                 return
@@ -481,7 +481,7 @@ class PolicyNode(Node):
             self._fail(f"{type(exc).__name__}: {exc}")
             return
         self._publish(out, joints, c1 - c0)
-        if out.request_place:
+        if out.request_place and not self._stopped.is_set():  # never place the object under a stop
             self._request_place()
 
     def _publish(self, out: SequencerTick, joints: dict, compute_s: float) -> None:

@@ -52,7 +52,7 @@ class StepRecord:
 
 def read_joint_positions(devices: TwinDevices, now: float) -> np.ndarray:
     """The 44 joint positions in contract order, from the four joint groups."""
-    return np.concatenate([devices.joint_groups[g].read(now).position for g in GROUPS])
+    return read_joint_states(devices, now)[0]
 
 
 def send_targets(devices: TwinDevices, targets: np.ndarray, now: float) -> np.ndarray:
@@ -117,17 +117,18 @@ class ProtocolRecord:
     efforts: Optional[np.ndarray] = None  # (44,) N*m as given to the sequencer (read_efforts), else None
 
 
-def read_joint_efforts(devices: TwinDevices, now: float) -> np.ndarray:
-    """The 44 measured efforts (N*m, contract order): ``JointState.effort`` of the four groups.
-    Raises ValueError if a group does not measure efforts."""
-    efforts = []
-    for g in GROUPS:
-        dev = devices.joint_groups[g]
-        effort = dev.read(now).effort
-        if effort is None:
+def read_joint_states(devices: TwinDevices, now: float, efforts: bool = False) -> tuple[np.ndarray, Optional[np.ndarray]]:
+    """The 44 joint positions (rad) and, with ``efforts``, the 44 measured efforts (N*m), contract
+    order, from one read of each of the four groups (so both come from the same measurement).
+    Raises ValueError if efforts are asked for and a group does not measure them."""
+    states = [(devices.joint_groups[g], devices.joint_groups[g].read(now)) for g in GROUPS]
+    q = np.concatenate([js.position for _, js in states])
+    if not efforts:
+        return q, None
+    for dev, js in states:
+        if js.effort is None:
             raise ValueError(f"{dev.name}: the joint group does not measure efforts")
-        efforts.append(np.asarray(effort, dtype=float))
-    return np.concatenate(efforts)
+    return q, np.concatenate([np.asarray(js.effort, dtype=float) for _, js in states])
 
 
 def run_protocol_episode(
@@ -177,9 +178,8 @@ def run_protocol_episode(
     k = 0
     while True:
         now = twin.time
-        q = read_joint_positions(devices, now)
+        q, efforts = read_joint_states(devices, now, read_efforts)
         obs = devices.tracker.read(now)
-        efforts = read_joint_efforts(devices, now) if read_efforts else None
         out = sequencer.tick(t0 + k * period, q, obs, efforts)
         sent = None if out.targets is None else send_targets(devices, out.targets, now)
         if out.request_place:

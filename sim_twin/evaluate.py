@@ -25,7 +25,7 @@ Judged by :func:`handover.sim_twin.success.judge` (rule :data:`~handover.sim_twi
 on the episode's last tick. Per episode the report records its parameters and, per joint group, the
 peak joint speed in the twin during the policy steps next to the group's velocity limit (the twin
 enforces the limit, so a peak at the limit means the motion was cut; ``saturated_fraction`` is the
-share of physics steps a joint of the group spent there) and the peak speed the policy's targets
+largest share of physics steps one joint of the group spent there) and the peak speed the policy's targets
 asked for (target change per control period, before the gate).
 
 Reproducibility: episode ``e`` of group ``g`` draws its parameters from
@@ -136,7 +136,7 @@ class GroupSpeed:
 
     peak: float  # peak |velocity| in the twin (at most the limit: the twin enforces it)
     limit: float  # the group's velocity limit (the largest of its joints')
-    saturated_fraction: float  # share of physics steps in which some joint of the group was at its limit
+    saturated_fraction: float  # the largest share of physics steps one joint of the group spent at its limit
     commanded_peak: float  # peak |target change| / control period of the policy's targets, before the gate
 
 
@@ -291,12 +291,14 @@ def _check_choice(name: str, value: str, choices: tuple[str, ...]) -> str:
     return value
 
 
-def group_speeds(cfg: CellConfig, stats, records) -> dict:
+def group_speeds(cfg: CellConfig, stats, records, reset_targets) -> dict:
     """Per joint group: :class:`GroupSpeed` from the twin's :class:`~handover.sim_twin.twin.SpeedStats`
-    (over the policy steps) and the policy's targets of those ticks (rad, before the gate)."""
+    (over the policy steps) and the policy's targets of those ticks (rad, before the gate), starting
+    from the episode's reset targets (rad): hand targets are absolute, so the first step's change
+    is often the largest."""
     from handover.sim_twin.devices import GROUPS
 
-    targets = [r.result.targets for r in records if r.step is not None and r.result is not None]
+    targets = [reset_targets] + [r.result.targets for r in records if r.step is not None and r.result is not None]
     commanded = np.abs(np.diff(np.asarray(targets), axis=0)) / cfg.control_period_s if len(targets) > 1 else np.zeros((1, 44))
     out, i = {}, 0
     for side, group in GROUPS:
@@ -412,7 +414,7 @@ def evaluate(
                     reason=out.reason, distance_to_catcher_palm=out.distance_to_catcher_palm,
                     object_position=tuple(float(x) for x in out.object_position),
                     mass_estimate=estimate, wall_s=time.perf_counter() - t0, params=params.to_json(), goal=goal,
-                    speeds=group_speeds(cfg, twin.speed_stats, records),
+                    speeds=group_speeds(cfg, twin.speed_stats, records, sequencer.reset_targets),
                 ))
                 bar.set_postfix(mass=group_key(f), success=f"{report.successes}/{report.episodes}", refresh=False)
                 bar.update(1)

@@ -295,6 +295,8 @@ class Twin:
         d.qpos[self.qpos_adr] = q
         d.ctrl[self.actuator_ids] = q
         self._pending.clear()
+        self._last_due[:] = -np.inf  # time starts again: no delivery or reading order to keep
+        self._last_read[:] = -np.inf
         self.place_object(params, object_start)
         self._samples.clear()
         self._record_sample()
@@ -366,9 +368,9 @@ class Twin:
         if self.timing is not None and self.timing.reading_age_s > 0 and len(self._samples) > 1:
             wanted = self.time - self.timing_rng.uniform(0.0, self.timing.reading_age_s)
             wanted = max(wanted, float(self._last_read[index].max()))  # never older than the last read
-            for s in reversed(self._samples):  # the newest sample measured at or before `wanted`
+            for s in reversed(self._samples):  # the sample nearest to `wanted` (to half a physics step)
                 sample = s
-                if s[0] <= wanted + 1e-9:
+                if s[0] <= wanted + 0.5 * self.model.opt.timestep:
                     break
         t, q, v, f = sample
         self.read_stamp = t

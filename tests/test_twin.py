@@ -771,3 +771,29 @@ def test_tracker_noise_latency_and_dropout():
     assert lags.min() >= 0.05 - 1e-9 and lags.max() <= 0.05 + 1 / 90 + 1e-9
     assert 0.5 < valid / reads < 0.85  # about 70 % of frames carry a detection
     assert np.std(errors) == pytest.approx(0.003, rel=0.3)
+
+
+def test_timing_jitter_starts_afresh_at_reset_and_reads_the_nearest_sample():
+    """After a reset (time back to 0) a jittered command acts within 20 ms + half a physics step,
+    not after the old episode's last delivery time; and reading ages are rounded to the nearest
+    physics step: 0, 1 or 2 steps for U(0, 20 ms) at 8.33 ms (P = 0.21, 0.42, 0.375)."""
+    from handover.sim_twin.twin import TimingJitter
+
+    twin = Twin(CFG)
+    dt = twin.model.opt.timestep
+    twin.set_timing(TimingJitter(), np.random.default_rng(1))
+    twin.step(20)  # one second of jittered commands would push the delivery order to ~1 s
+    k = CFG.joint_names.index("catcher/joint2")
+    twin.set_targets(np.array([k]), np.array([0.3]))
+    twin.step(20)
+    twin.reset()
+    twin.set_targets(np.array([k]), np.array([0.2]))
+    twin.advance(0.02 + dt)
+    assert twin.data.ctrl[twin.actuator_ids[k]] == 0.2
+    ages = []
+    twin.step(2)
+    for _ in range(300):
+        twin.advance(dt)
+        twin.read_joints(np.array([k]))
+        ages.append(round((twin.time - twin.read_stamp) / dt))
+    assert set(ages) == {0, 1, 2}

@@ -38,6 +38,11 @@ class SimBackend(Protocol):
         """Positions (rad), velocities (rad/s), efforts (N*m, or None) of those joints."""
         ...
 
+    @property
+    def read_stamp(self) -> float:
+        """When the sample the last :meth:`read_joints` returned was measured (s, simulation time)."""
+        ...
+
     def set_targets(self, index: np.ndarray, targets: np.ndarray) -> None:
         """PD position targets (rad) of those joints."""
         ...
@@ -54,9 +59,7 @@ class TwinJointGroup(JointGroup):
 
     def _on_read(self, now: float) -> JointState:
         position, velocity, effort = self.twin.read_joints(self._index)
-        # When the sample was measured: the twin's jittered timing hands out older samples.
-        stamp = getattr(self.twin, "read_stamp", self.twin.time)
-        return JointState(stamp=stamp, position=position, velocity=velocity, effort=effort)
+        return JointState(stamp=self.twin.read_stamp, position=position, velocity=velocity, effort=effort)
 
     def _on_command(self, targets: np.ndarray, now: float) -> None:
         self.twin.set_targets(self._index, targets)

@@ -616,6 +616,11 @@ class IsaacGymTwin:
         self._check(self.gym.set_actor_dof_position_targets(self.env, robot.handle, robot.targets),
                     f"set the position targets of {robot.side}")
 
+    @property
+    def read_stamp(self) -> float:
+        """When the last read's sample was measured (s): readings are always current here."""
+        return self.time
+
     def read_joints(self, index: np.ndarray) -> Tuple[np.ndarray, np.ndarray, Optional[np.ndarray]]:
         """Positions (rad), velocities (rad/s), joint forces (N*m, None without force sensors) of the
         joints ``index`` (contract indices 0..43)."""

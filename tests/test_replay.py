@@ -14,9 +14,9 @@ from handover.runtime.policy_step import PolicyStep
 from handover.runtime.replay import check_log, replay
 
 
-def live_log(spec, bundle_dir, steps=12, seed=0):
-    """Run the live policy step from start-up and log what an operator would record."""
-    step = PolicyStep(spec, PolicyNetworks.load(bundle_dir))
+def live_log(spec, bundle_dir, steps=12, seed=0, noise=ContractNoise(), noise_seed=0):
+    """Run the live policy step from start-up (with ``noise``) and log what an operator would record."""
+    step = PolicyStep(spec, PolicyNetworks.load(bundle_dir), noise, np.random.default_rng(noise_seed))
     rng = np.random.default_rng(seed)
     goal = np.array([0.02, -0.95, 0.5], np.float32)
     log = {k: [] for k in ("thrower_q", "catcher_q", "object_pos", "actions", "predicted_goal")}
@@ -85,22 +85,7 @@ def test_replay_of_a_run_with_history_noise_differs_only_in_the_noisy_numbers(sp
     noise (U(-1, 1) * 0.05 on the catcher's 12 history numbers, not logged) replays to the same
     thrower inputs and targets; the catcher inputs differ only at the 12 history numbers of each of
     the three stacked frames (catcher-part offsets 98..109 in blocks 0, 150, 300), by at most 0.05."""
-    step = PolicyStep(spec, PolicyNetworks.load(bundle_dir), ContractNoise(history=0.05), np.random.default_rng(5))
-    rng = np.random.default_rng(6)
-    goal = np.array([0.02, -0.95, 0.5], np.float32)
-    log = {k: [] for k in ("thrower_q", "catcher_q", "object_pos", "actions", "predicted_goal")}
-    seen = {k: [] for k in ("thrower_input", "catcher_input", "targets")}
-    for k in range(6):
-        q = (spec.default + rng.normal(0, 0.02, 44)).astype(np.float32)
-        obj = np.array([0.025, -0.38 - 0.04 * k, 0.45 + 0.01 * k], np.float32)
-        res = step.step(q[:22], q[22:], obj, goal)
-        for name, value in (("thrower_q", q[:22]), ("catcher_q", q[22:]), ("object_pos", obj),
-                            ("actions", res.action), ("predicted_goal", res.predicted_goal_world)):
-            log[name].append(value)
-        for name in seen:
-            seen[name].append(getattr(res, name))
-    arrays = {k: np.array(v, np.float32) for k, v in log.items()}
-    arrays["goal_pos"] = goal
+    arrays, seen = live_log(spec, bundle_dir, steps=6, seed=6, noise=ContractNoise(history=0.05), noise_seed=5)
     out = replay(spec, arrays)
     np.testing.assert_allclose(out["thrower_input"], np.array(seen["thrower_input"]), atol=1e-5)
     np.testing.assert_allclose(out["targets"], np.array(seen["targets"]), atol=1e-5)

@@ -34,13 +34,9 @@ class SimBackend(Protocol):
     @property
     def time(self) -> float: ...
 
-    def read_joints(self, index: np.ndarray) -> tuple[np.ndarray, np.ndarray, Optional[np.ndarray]]:
-        """Positions (rad), velocities (rad/s), efforts (N*m, or None) of those joints."""
-        ...
-
-    @property
-    def read_stamp(self) -> float:
-        """When the sample the last :meth:`read_joints` returned was measured (s, simulation time)."""
+    def read_joints(self, index: np.ndarray) -> JointState:
+        """Positions (rad), velocities (rad/s), efforts (N*m, or None) of those joints, stamped with
+        when they were measured (s, simulation time)."""
         ...
 
     def set_targets(self, index: np.ndarray, targets: np.ndarray) -> None:
@@ -58,8 +54,7 @@ class TwinJointGroup(JointGroup):
         self._index = np.array([twin.cfg.joint_names.index(n) for n in group_cfg.joints])  # by name
 
     def _on_read(self, now: float) -> JointState:
-        position, velocity, effort = self.twin.read_joints(self._index)
-        return JointState(stamp=self.twin.read_stamp, position=position, velocity=velocity, effort=effort)
+        return self.twin.read_joints(self._index)
 
     def _on_command(self, targets: np.ndarray, now: float) -> None:
         self.twin.set_targets(self._index, targets)

@@ -75,6 +75,7 @@ from typing import Any, Dict, List, Optional, Tuple
 
 import numpy as np
 
+from handover.drivers.joint_group import JointState
 from handover.runtime.cell_config import CellConfig
 from handover.sim_twin.camera_model import CameraModel
 from handover.sim_twin.devices import GROUPS, TwinDevices
@@ -616,20 +617,15 @@ class IsaacGymTwin:
         self._check(self.gym.set_actor_dof_position_targets(self.env, robot.handle, robot.targets),
                     f"set the position targets of {robot.side}")
 
-    @property
-    def read_stamp(self) -> float:
-        """When the last read's sample was measured (s): readings are always current here."""
-        return self.time
-
-    def read_joints(self, index: np.ndarray) -> Tuple[np.ndarray, np.ndarray, Optional[np.ndarray]]:
+    def read_joints(self, index: np.ndarray) -> JointState:
         """Positions (rad), velocities (rad/s), joint forces (N*m, None without force sensors) of the
-        joints ``index`` (contract indices 0..43)."""
+        joints ``index`` (contract indices 0..43), stamped now (readings are always current here)."""
         index = np.asarray(index)
         pos = np.concatenate([self.dof_state(side)[0] for side in SIDES])
         vel = np.concatenate([self.dof_state(side)[1] for side in SIDES])
         forces = [self.dof_forces(side) for side in SIDES]
         effort = None if forces[0] is None else np.concatenate(forces)[index]
-        return pos[index], vel[index], effort
+        return JointState(stamp=self.time, position=pos[index], velocity=vel[index], effort=effort)
 
     def set_targets(self, index: np.ndarray, targets: np.ndarray) -> None:
         """PD position targets (rad) of the joints ``index`` (contract indices 0..43)."""

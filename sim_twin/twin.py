@@ -34,6 +34,7 @@ from typing import Optional
 import mujoco
 import numpy as np
 
+from handover.drivers.joint_group import JointState
 from handover.runtime.cell_config import CellConfig
 from handover.sim_twin.camera_model import CameraModel
 from handover.sim_twin.model import build_model, home_joints
@@ -208,7 +209,6 @@ class Twin:
         self.timing_rng = np.random.default_rng(seed)
         self._pending: list[tuple[float, np.ndarray, np.ndarray]] = []  # (effective time, index, targets)
         self._samples: deque = deque(maxlen=1)  # (time, qpos44, qvel44, force44), newest last
-        self.read_stamp = 0.0  # when the last read_joints sample was measured, s
         # Per joint: the latest delivery time of a delayed command and the latest sample time read,
         # so that jittered commands to a joint act in the order sent and its readings never go back.
         self._last_due = np.full(44, -np.inf)
@@ -360,10 +360,10 @@ class Twin:
 
     # -- state ------------------------------------------------------------------------------------
 
-    def read_joints(self, index: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    def read_joints(self, index: np.ndarray) -> JointState:
         """Positions (rad), velocities (rad/s) and actuator forces (N*m) of joints ``index`` (contract
-        order): now, or with :class:`TimingJitter` a sample up to ``reading_age_s`` old. Sets
-        :attr:`read_stamp` to the sample's time."""
+        order), stamped with when they were measured (s, simulation time): now, or with
+        :class:`TimingJitter` a sample up to ``reading_age_s`` old."""
         sample = self._samples[-1]
         if self.timing is not None and self.timing.reading_age_s > 0 and len(self._samples) > 1:
             wanted = self.time - self.timing_rng.uniform(0.0, self.timing.reading_age_s)
@@ -373,9 +373,8 @@ class Twin:
                 if s[0] <= wanted + 0.5 * self.model.opt.timestep:
                     break
         t, q, v, f = sample
-        self.read_stamp = t
         self._last_read[index] = t
-        return q[index].copy(), v[index].copy(), f[index].copy()
+        return JointState(stamp=t, position=q[index].copy(), velocity=v[index].copy(), effort=f[index].copy())
 
     def set_targets(self, index: np.ndarray, targets: np.ndarray) -> None:
         """PD position targets (rad) of joints ``index``: they act from the next physics step, or with

@@ -362,7 +362,7 @@ def test_a_protocol_episode_in_the_twin_passes_the_measured_efforts():
     # the efforts are the actuator forces the twin reports, in contract order
     now_efforts = np.concatenate([devices.joint_groups[g].read(twin.time).effort for g in
                                   (("thrower", "arm"), ("thrower", "hand"), ("catcher", "arm"), ("catcher", "hand"))])
-    np.testing.assert_array_equal(now_efforts, twin.read_joints(np.arange(44))[2])
+    np.testing.assert_array_equal(now_efforts, twin.read_joints(np.arange(44)).effort)
     with pytest.raises(RuntimeError, match="placement failed: no"):
         run_protocol_episode(devices, EpisodeSequencer(HoldPose(reset), HoldPose(reset), period_s=cfg.control_period_s,
                                                        episode_steps=3, blend_s=0.1), lambda: (False, "no"))

@@ -2,7 +2,9 @@
 and the expert's success rate under the training randomization and timing.
 
 ``python -m handover.sim_twin.expert_search [--generations G] [--population P] [--episodes N]``
-prints the best configuration per generation (progress on stderr). Each candidate runs N episodes
+prints the best configuration per generation (progress on stderr);
+``python -m handover.sim_twin.expert_search --sensitivity N`` prints the default expert's success
+over N episodes per part of the training randomization (:data:`COMPONENTS`), each part alone. Each candidate runs N episodes
 under the original's training randomization, its contract noise and jittered timing (the
 conditions the reference policy is evaluated in); its score is the fraction caught. Episodes run
 the expert through the contract and the command gate (:class:`ActionController`,
@@ -57,8 +59,43 @@ def to_config(v: dict) -> ExpertConfig:
     )
 
 
-def success_rate(expert: ExpertConfig, seeds: Sequence[int], randomize: bool = True, jitter: bool = True) -> float:
-    """Fraction of episodes the expert catches; episode ``i`` draws everything from ``seeds[i]``."""
+# The parts of the original's training randomization, for measuring them one at a time: the object's
+# mass, friction and scale; the gravity offset; each field of the thrower's ThrowerRandomization; and
+# the contract's observation and action noise.
+COMPONENTS = ("object", "gravity", "stiffness", "damping", "limits", "link_mass", "link_friction", "noise")
+_THROWER_FIELDS = {"stiffness": ("stiffness_scale",), "damping": ("damping_scale",),
+                   "limits": ("lower_offset", "upper_offset"), "link_mass": ("link_mass_scale",),
+                   "link_friction": ("link_friction_scale",)}
+
+
+def only_component(params, component: str):
+    """``params`` (training-randomized :class:`EpisodeParams`) with every part but ``component`` (one of
+    :data:`COMPONENTS`) at its nominal value; "noise" keeps none of them (the noise is not a parameter)."""
+    from handover.sim_twin.twin import EpisodeParams
+
+    if component not in COMPONENTS:
+        raise ValueError(f"unknown randomization component {component!r}; expected one of {', '.join(COMPONENTS)}")
+    if component == "object":
+        return EpisodeParams(mass_factor=params.mass_factor, friction_factor=params.friction_factor,
+                             scale_factor=params.scale_factor)
+    if component == "gravity":
+        return EpisodeParams(gravity_offset=params.gravity_offset)
+    if component == "noise":
+        return EpisodeParams()
+    t = params.thrower
+    nominal = {"stiffness_scale": (1.0,) * len(t.stiffness_scale), "damping_scale": (1.0,) * len(t.damping_scale),
+               "lower_offset": (0.0,) * len(t.lower_offset), "upper_offset": (0.0,) * len(t.upper_offset),
+               "link_mass_scale": {k: 1.0 for k in t.link_mass_scale},
+               "link_friction_scale": {k: 1.0 for k in t.link_friction_scale}}
+    kept = {f: getattr(t, f) for f in _THROWER_FIELDS[component]}
+    return EpisodeParams(thrower=dataclasses.replace(t, **{**nominal, **kept}))
+
+
+def success_rate(expert: ExpertConfig, seeds: Sequence[int], randomize: bool = True, jitter: bool = True,
+                 component: str | None = None) -> float:
+    """Fraction of episodes the expert catches; episode ``i`` draws everything from ``seeds[i]``.
+    ``component``: only that part of the training randomization (see :func:`only_component`), lockstep
+    timing unless ``jitter``; None: all of it (``randomize``) or none."""
     from handover.runtime.cell_config import load_cell_config
     from handover.runtime.contract import ContractSpec
     from handover.runtime.contract_state import ContractNoise
@@ -74,13 +111,16 @@ def success_rate(expert: ExpertConfig, seeds: Sequence[int], randomize: bool = T
     devices = TwinDevices.create(twin)
     devices.bring_up()
     policy = ExpertPolicy(cfg, expert)
-    noise = ContractNoise.training(cfg.history_noise) if randomize else ContractNoise(history=cfg.history_noise)
+    noisy = component == "noise" if component is not None else randomize
+    noise = ContractNoise.training(cfg.history_noise) if noisy else ContractNoise(history=cfg.history_noise)
     controller = ActionController(ContractSpec.from_config(cfg), policy, cfg.goal.center, cfg.object.start_position,
                                   twin=twin, noise=noise)
     caught = 0
     for s in seeds:
         rng = lambda k: np.random.default_rng([s, k])  # noqa: E731
-        params = EpisodeParams.sample_training(rng(0), twin.thrower_links) if randomize else EpisodeParams()
+        params = EpisodeParams.sample_training(rng(0), twin.thrower_links) if randomize or component else EpisodeParams()
+        if component is not None:
+            params = only_component(params, component)
         twin.camera.rng = rng(1)
         twin.reset(params)
         twin.set_timing(TimingJitter() if jitter else None, rng(2))
@@ -136,7 +176,20 @@ def main(argv=None) -> int:
     p.add_argument("--elite", type=int, default=6)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--workers", type=int, default=2)
+    p.add_argument("--sensitivity", type=int, metavar="N", default=0,
+                   help="instead of searching: the default expert's success over N episodes with nominal physics, "
+                        "with each part of the training randomization alone (lockstep) and with all of it")
     args = p.parse_args(argv)
+    if args.sensitivity:
+        seeds = range(args.seed, args.seed + args.sensitivity)
+        rows = [("nominal", dict(randomize=False, jitter=False))]
+        rows += [(c, dict(component=c, jitter=False)) for c in COMPONENTS]
+        rows += [("all (training)", dict(jitter=False)), ("all + jitter", dict(jitter=True))]
+        with ProcessPoolExecutor(args.workers) as pool:
+            futures = [(name, pool.submit(success_rate, ExpertConfig(), seeds, **kw)) for name, kw in rows]
+            for name, f in futures:
+                print(f"{name:16s} {f.result() * len(seeds):4.0f} / {len(seeds)}", flush=True)
+        return 0
     result = search(args.generations, args.population, args.episodes, args.elite, args.seed, args.workers)
     print(result)
     return 0

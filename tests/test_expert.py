@@ -101,3 +101,35 @@ def test_expert_acts_through_the_quirk_and_the_gate(cfg, devices):
     sent = np.array([r.targets for r in records])
     limit = np.array(cfg.velocity_limit) * cfg.control_period_s
     assert np.all(np.abs(np.diff(sent, axis=0)) <= limit + 1e-9)
+
+
+def test_only_component_keeps_one_part_of_the_training_randomization(cfg):
+    from handover.sim_twin.expert_search import COMPONENTS, only_component
+
+    twin = Twin(cfg)
+    full = EpisodeParams.sample_training(np.random.default_rng(7), twin.thrower_links)
+    nominal = EpisodeParams()
+    obj = only_component(full, "object")
+    assert (obj.mass_factor, obj.friction_factor, obj.scale_factor) == (full.mass_factor, full.friction_factor, full.scale_factor)
+    assert obj.thrower is None and obj.gravity_offset == (0.0, 0.0, 0.0)
+    assert only_component(full, "gravity") == EpisodeParams(gravity_offset=full.gravity_offset)
+    assert only_component(full, "noise") == nominal
+    damping = only_component(full, "damping")
+    assert damping.mass_factor == 1.0 and damping.gravity_offset == (0.0, 0.0, 0.0)
+    assert damping.thrower.damping_scale == full.thrower.damping_scale != (1.0,) * 22
+    assert damping.thrower.stiffness_scale == (1.0,) * 22 and damping.thrower.lower_offset == (0.0,) * 22
+    assert set(damping.thrower.link_mass_scale.values()) == {1.0}
+    limits = only_component(full, "limits")
+    assert limits.thrower.lower_offset == full.thrower.lower_offset and limits.thrower.damping_scale == (1.0,) * 22
+    assert len(COMPONENTS) == 8
+    with pytest.raises(ValueError, match="'mass'"):
+        only_component(full, "mass")
+
+
+def test_success_rate_with_one_component_runs_real_episodes():
+    from handover.sim_twin.expert import ExpertConfig
+    from handover.sim_twin.expert_search import success_rate
+
+    assert success_rate(ExpertConfig(), [0, 1], randomize=False, jitter=False) == 1.0  # nominal: caught
+    # a thrower whose arm never swings throws nothing, whatever the randomization part
+    assert success_rate(ExpertConfig(swing_steps=0), [0], component="damping", jitter=False) == 0.0

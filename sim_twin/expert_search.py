@@ -4,7 +4,8 @@ and the expert's success rate under the training randomization and timing.
 ``python -m handover.sim_twin.expert_search [--generations G] [--population P] [--episodes N]``
 prints the best configuration per generation (progress on stderr);
 ``python -m handover.sim_twin.expert_search --sensitivity N`` prints the default expert's success
-over N episodes per part of the training randomization (:data:`COMPONENTS`), each part alone. Each candidate runs N episodes
+over N episodes per part of the training randomization (:data:`COMPONENTS`), each part alone;
+``--catcher N`` its catcher's success over N throws drawn from :data:`THROWS` (:func:`catch_rate`). Each candidate runs N episodes
 under the original's training randomization, its contract noise and jittered timing (the
 conditions the reference policy is evaluated in); its score is the fraction caught. Episodes run
 the expert through the contract and the command gate (:class:`ActionController`,
@@ -89,6 +90,65 @@ def only_component(params, component: str):
                "link_friction_scale": {k: 1.0 for k in t.link_friction_scale}}
     kept = {f: getattr(t, f) for f in _THROWER_FIELDS[component]}
     return EpisodeParams(thrower=dataclasses.replace(t, **{**nominal, **kept}))
+
+
+# Throws for measuring the catcher alone (world frame): the object's centre and velocity when it is
+# set flying, as (mean, standard deviation) per axis in m and m/s: about the expert's nominal
+# release (its throws under the training randomization spread 0.2, 0.6 and 0.7 m/s, see the README).
+THROWS = {"position": ((0.025, -0.50, 0.52), (0.01, 0.03, 0.03)), "velocity": ((0.0, -1.0, 0.8), (0.05, 0.2, 0.2))}
+THROW_STEP = 10  # the control step at which the object is set flying
+
+
+class _SetFlying:
+    """The expert with its thrower still (no swing) and the object set flying at :data:`THROW_STEP`."""
+
+    def __init__(self, policy, twin):
+        self.policy, self.twin = policy, twin
+        self.position = self.velocity = None
+
+    def reset(self, params) -> None:
+        self.policy.reset(params)
+
+    def act(self, x):
+        if x.step == THROW_STEP:
+            self.twin.set_object_state(self.position, self.velocity)
+        return self.policy.act(x)
+
+
+def catch_rate(expert: ExpertConfig, seeds: Sequence[int]) -> float:
+    """Fraction of throws the expert's catcher holds at the end of the episode. Throw ``i`` and the
+    object's mass, friction and scale (the training ranges) are drawn from ``seeds[i]``; no other
+    randomization, lockstep timing; the catcher never sees the thrower's swing."""
+    from handover.runtime.cell_config import load_cell_config
+    from handover.runtime.contract import ContractSpec
+    from handover.runtime.contract_state import ContractNoise
+    from handover.sim_twin.demonstrations import ActionController
+    from handover.sim_twin.devices import TwinDevices
+    from handover.sim_twin.episode import run_episode
+    from handover.sim_twin.expert import ExpertPolicy
+    from handover.sim_twin.success import judge
+    from handover.sim_twin.twin import EpisodeParams, Twin
+
+    cfg = load_cell_config()
+    twin = Twin(cfg)
+    devices = TwinDevices.create(twin)
+    devices.bring_up()
+    policy = _SetFlying(ExpertPolicy(cfg, dataclasses.replace(expert, swing_steps=0)), twin)
+    controller = ActionController(ContractSpec.from_config(cfg), policy, cfg.goal.center, cfg.object.start_position,
+                                  twin=twin, noise=ContractNoise(history=cfg.history_noise))
+    caught = 0
+    for s in seeds:
+        rng = np.random.default_rng([s, 6])
+        params = EpisodeParams(mass_factor=float(rng.uniform(0.5, 1.5)), friction_factor=float(rng.uniform(0.7, 1.3)),
+                               scale_factor=float(rng.uniform(0.95, 1.05)))
+        draw = lambda mean_std: np.asarray(mean_std[0]) + rng.standard_normal(3) * np.asarray(mean_std[1])  # noqa: E731
+        policy.position, policy.velocity = draw(THROWS["position"]), draw(THROWS["velocity"])
+        twin.reset(params)
+        twin.set_timing(None)
+        controller.begin_episode(params, rng, goal=cfg.goal.center)
+        run_episode(devices, controller, cfg.episode_steps)
+        caught += bool(judge(twin).success)
+    return caught / len(seeds)
 
 
 def success_rate(expert: ExpertConfig, seeds: Sequence[int], randomize: bool = True, jitter: bool = True,
@@ -179,7 +239,13 @@ def main(argv=None) -> int:
     p.add_argument("--sensitivity", type=int, metavar="N", default=0,
                    help="instead of searching: the default expert's success over N episodes with nominal physics, "
                         "with each part of the training randomization alone (lockstep) and with all of it")
+    p.add_argument("--catcher", type=int, metavar="N", default=0,
+                   help="instead of searching: the default expert's catcher alone, over N throws drawn from THROWS")
     args = p.parse_args(argv)
+    if args.catcher:
+        seeds = range(args.seed, args.seed + args.catcher)
+        print(f"catcher alone: {catch_rate(ExpertConfig(), seeds) * len(seeds):.0f} / {len(seeds)} throws held")
+        return 0
     if args.sensitivity:
         seeds = range(args.seed, args.seed + args.sensitivity)
         rows = [("nominal", dict(randomize=False, jitter=False))]

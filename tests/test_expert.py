@@ -133,3 +133,28 @@ def test_success_rate_with_one_component_runs_real_episodes():
     assert success_rate(ExpertConfig(), [0, 1], randomize=False, jitter=False) == 1.0  # nominal: caught
     # a thrower whose arm never swings throws nothing, whatever the randomization part
     assert success_rate(ExpertConfig(swing_steps=0), [0], component="damping", jitter=False) == 0.0
+
+
+def test_catch_rate_sets_the_object_flying_with_the_thrower_still(cfg, devices):
+    """The catcher-alone measure: the object leaves from the drawn state at THROW_STEP, and the
+    thrower's arm never swings."""
+    import dataclasses
+
+    from handover.sim_twin.expert import ExpertConfig
+    from handover.sim_twin.expert_search import THROW_STEP, _SetFlying, catch_rate
+
+    twin = devices.twin
+    policy = _SetFlying(ExpertPolicy(cfg, dataclasses.replace(ExpertConfig(), swing_steps=0)), twin)
+    policy.position, policy.velocity = np.array([0.025, -0.5, 0.52]), np.array([0.0, -1.0, 0.8])
+    controller = ActionController(ContractSpec.from_config(cfg), policy, cfg.goal.center, cfg.object.start_position,
+                                  twin=twin)
+    twin.reset(EpisodeParams())
+    twin.set_timing(None)
+    controller.begin_episode(EpisodeParams(), np.random.default_rng(0))
+    records = run_episode(devices, controller, THROW_STEP + 2)
+    # One control step after it was set flying: six physics steps of 1/120 s, semi-implicit Euler
+    # (velocity first): y = -0.5 - 0.05, z = 0.52 + 0.8 * 0.05 - 9.81 * (1 + ... + 6) / 120^2 = 0.545694.
+    np.testing.assert_allclose(records[THROW_STEP].object_position, [0.025, -0.55, 0.545694], atol=1e-5)
+    j3 = np.array([r.joint_positions[2] for r in records])
+    assert np.all(np.abs(j3 - j3[0]) < 0.05)
+    assert 0.0 <= catch_rate(ExpertConfig(), [0]) <= 1.0

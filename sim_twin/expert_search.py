@@ -2,14 +2,15 @@
 and the expert's success rate under the training randomization and timing.
 
 ``python -m handover.sim_twin.expert_search [--generations G] [--population P] [--episodes N]``
-prints the best configuration per generation (progress on stderr);
-``python -m handover.sim_twin.expert_search --sensitivity N`` prints the default expert's success
-over N episodes per part of the training randomization (:data:`COMPONENTS`), each part alone;
-``--catcher N`` its catcher's success over N throws drawn from :data:`THROWS` (:func:`catch_rate`). Each candidate runs N episodes
+prints the best configuration per generation (progress on stderr). Each candidate runs N episodes
 under the original's training randomization, its contract noise and jittered timing (the
 conditions the reference policy is evaluated in); its score is the fraction caught. Episodes run
 the expert through the contract and the command gate (:class:`ActionController`,
 :func:`~handover.sim_twin.episode.run_episode`), from :meth:`Twin.reset`.
+
+Two measures instead of the search: ``--sensitivity N`` prints the default expert's success over N
+episodes per part of the training randomization (:data:`COMPONENTS`), each part alone; ``--catcher
+N`` its catcher's success over N throws drawn from :data:`THROWS` (:func:`catch_rate`).
 """
 
 from __future__ import annotations
@@ -99,6 +100,19 @@ THROWS = {"position": ((0.025, -0.50, 0.52), (0.01, 0.03, 0.03)), "velocity": ((
 THROW_STEP = 10  # the control step at which the object is set flying
 
 
+def _cell():
+    """The config, a twin and its devices brought up, for running expert episodes."""
+    from handover.runtime.cell_config import load_cell_config
+    from handover.sim_twin.devices import TwinDevices
+    from handover.sim_twin.twin import Twin
+
+    cfg = load_cell_config()
+    twin = Twin(cfg)
+    devices = TwinDevices.create(twin)
+    devices.bring_up()
+    return cfg, twin, devices
+
+
 class _SetFlying:
     """The expert with its thrower still (no swing) and the object set flying at :data:`THROW_STEP`."""
 
@@ -119,28 +133,22 @@ def catch_rate(expert: ExpertConfig, seeds: Sequence[int]) -> float:
     """Fraction of throws the expert's catcher holds at the end of the episode. Throw ``i`` and the
     object's mass, friction and scale (the training ranges) are drawn from ``seeds[i]``; no other
     randomization, lockstep timing; the catcher never sees the thrower's swing."""
-    from handover.runtime.cell_config import load_cell_config
     from handover.runtime.contract import ContractSpec
     from handover.runtime.contract_state import ContractNoise
     from handover.sim_twin.demonstrations import ActionController
-    from handover.sim_twin.devices import TwinDevices
     from handover.sim_twin.episode import run_episode
     from handover.sim_twin.expert import ExpertPolicy
     from handover.sim_twin.success import judge
-    from handover.sim_twin.twin import EpisodeParams, Twin
+    from handover.sim_twin.twin import EpisodeParams
 
-    cfg = load_cell_config()
-    twin = Twin(cfg)
-    devices = TwinDevices.create(twin)
-    devices.bring_up()
+    cfg, twin, devices = _cell()
     policy = _SetFlying(ExpertPolicy(cfg, dataclasses.replace(expert, swing_steps=0)), twin)
     controller = ActionController(ContractSpec.from_config(cfg), policy, cfg.goal.center, cfg.object.start_position,
                                   twin=twin, noise=ContractNoise(history=cfg.history_noise))
     caught = 0
     for s in seeds:
         rng = np.random.default_rng([s, 6])
-        params = EpisodeParams(mass_factor=float(rng.uniform(0.5, 1.5)), friction_factor=float(rng.uniform(0.7, 1.3)),
-                               scale_factor=float(rng.uniform(0.95, 1.05)))
+        params = only_component(EpisodeParams.sample_training(rng, twin.thrower_links), "object")
         draw = lambda mean_std: np.asarray(mean_std[0]) + rng.standard_normal(3) * np.asarray(mean_std[1])  # noqa: E731
         policy.position, policy.velocity = draw(THROWS["position"]), draw(THROWS["velocity"])
         twin.reset(params)
@@ -156,20 +164,15 @@ def success_rate(expert: ExpertConfig, seeds: Sequence[int], randomize: bool = T
     """Fraction of episodes the expert catches; episode ``i`` draws everything from ``seeds[i]``.
     ``component``: only that part of the training randomization (see :func:`only_component`), lockstep
     timing unless ``jitter``; None: all of it (``randomize``) or none."""
-    from handover.runtime.cell_config import load_cell_config
     from handover.runtime.contract import ContractSpec
     from handover.runtime.contract_state import ContractNoise
     from handover.sim_twin.demonstrations import ActionController
-    from handover.sim_twin.devices import TwinDevices
     from handover.sim_twin.episode import run_episode
     from handover.sim_twin.expert import ExpertPolicy
     from handover.sim_twin.success import judge
-    from handover.sim_twin.twin import EpisodeParams, TimingJitter, Twin
+    from handover.sim_twin.twin import EpisodeParams, TimingJitter
 
-    cfg = load_cell_config()
-    twin = Twin(cfg)
-    devices = TwinDevices.create(twin)
-    devices.bring_up()
+    cfg, twin, devices = _cell()
     policy = ExpertPolicy(cfg, expert)
     noisy = component == "noise" if component is not None else randomize
     noise = ContractNoise.training(cfg.history_noise) if noisy else ContractNoise(history=cfg.history_noise)

@@ -10,7 +10,7 @@ from handover.runtime.contract import ContractSpec
 from handover.sim_twin.demonstrations import ActionController
 from handover.sim_twin.devices import TwinDevices
 from handover.sim_twin.episode import run_episode
-from handover.sim_twin.expert import CatchPoseSolver, ExpertPolicy, landing_point
+from handover.sim_twin.expert import CatchPoseSolver, ExpertConfig, ExpertPolicy, landing_point
 from handover.sim_twin.success import judge
 from handover.sim_twin.twin import EpisodeParams, Twin
 
@@ -127,7 +127,6 @@ def test_only_component_keeps_one_part_of_the_training_randomization(cfg):
 
 
 def test_success_rate_with_one_component_runs_real_episodes():
-    from handover.sim_twin.expert import ExpertConfig
     from handover.sim_twin.expert_search import success_rate
 
     assert success_rate(ExpertConfig(), [0, 1], randomize=False, jitter=False) == 1.0  # nominal: caught
@@ -140,7 +139,6 @@ def test_catch_rate_sets_the_object_flying_with_the_thrower_still(cfg, devices):
     thrower's arm never swings."""
     import dataclasses
 
-    from handover.sim_twin.expert import ExpertConfig
     from handover.sim_twin.expert_search import THROW_STEP, _SetFlying, catch_rate
 
     twin = devices.twin
@@ -157,4 +155,9 @@ def test_catch_rate_sets_the_object_flying_with_the_thrower_still(cfg, devices):
     np.testing.assert_allclose(records[THROW_STEP].object_position, [0.025, -0.55, 0.545694], atol=1e-5)
     j3 = np.array([r.joint_positions[2] for r in records])
     assert np.all(np.abs(j3 - j3[0]) < 0.05)
-    assert 0.0 <= catch_rate(ExpertConfig(), [0]) <= 1.0
+    # Throws 4 and 8 (of the drawn ones) the expert's catcher holds; held far from their paths (its
+    # catch box one point, 0.6 m high at y = -0.95) it holds neither.
+    assert catch_rate(ExpertConfig(), [4, 8]) == 1.0
+    away = dataclasses.replace(ExpertConfig(), catch_point=(0.0, -0.95, 0.6), catch_lower=(0.0, -0.95, 0.6),
+                               catch_upper=(0.0, -0.95, 0.6))
+    assert catch_rate(away, [4, 8]) == 0.0

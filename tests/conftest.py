@@ -23,6 +23,25 @@ def spec() -> ContractSpec:
 
 
 @pytest.fixture(scope="session")
+def original_actor_keys() -> dict[str, tuple[int, ...]]:
+    """The original MAPPO actor's state-dict names and shapes, written out (feed-forward, layer_N = 2,
+    obs 450, hidden 512, act 22)."""
+    return {
+        "base.feature_norm.weight": (450,),
+        "base.feature_norm.bias": (450,),
+        "base.mlp.fc1.0.weight": (512, 450),
+        "base.mlp.fc1.0.bias": (512,),
+        "base.mlp.fc1.2.weight": (512,),
+        "base.mlp.fc1.2.bias": (512,),
+        **{f"base.mlp.fc2.{i}.0.weight": (512, 512) for i in range(2)},
+        **{f"base.mlp.fc2.{i}.{j}.{p}": (512,) for i in range(2) for j, p in [(0, "bias"), (2, "weight"), (2, "bias")]},
+        "act.action_out.fc_mean.weight": (22, 512),
+        "act.action_out.fc_mean.bias": (22,),
+        "act.action_out.log_std": (22,),  # the original DiagGaussian's parameter: std = 0.5 * sigmoid(log_std)
+    }
+
+
+@pytest.fixture(scope="session")
 def checkpoints(tmp_path_factory) -> dict[str, Path]:
     torch = pytest.importorskip("torch")
     from handover.runtime.benchmark import make_random_checkpoints, random_estimator_state_dict

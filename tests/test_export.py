@@ -37,20 +37,6 @@ N_SAMPLES = 1000
 TOL = 1e-5
 MAX_DIFFS: dict[str, float] = {}  # filled by the comparisons, printed at the end (pytest -s)
 
-# The original module tree, written out (feed-forward actor, layer_N = 2, obs 450, hidden 512, act 22).
-ORIGINAL_ACTOR_KEYS = {
-    "base.feature_norm.weight": (450,),
-    "base.feature_norm.bias": (450,),
-    "base.mlp.fc1.0.weight": (512, 450),
-    "base.mlp.fc1.0.bias": (512,),
-    "base.mlp.fc1.2.weight": (512,),
-    "base.mlp.fc1.2.bias": (512,),
-    **{f"base.mlp.fc2.{i}.0.weight": (512, 512) for i in range(2)},
-    **{f"base.mlp.fc2.{i}.{j}.{p}": (512,) for i in range(2) for j, p in [(0, "bias"), (2, "weight"), (2, "bias")]},
-    "act.action_out.fc_mean.weight": (22, 512),
-    "act.action_out.fc_mean.bias": (22,),
-    "act.action_out.log_std": (22,),  # the original DiagGaussian's parameter: std = 0.5 * sigmoid(log_std)
-}
 ORIGINAL_GRU_KEYS = {
     "rnn.rnn.weight_ih_l0": (1536, 512),
     "rnn.rnn.weight_hh_l0": (1536, 512),
@@ -199,11 +185,11 @@ def _max_abs(a: np.ndarray, b: torch.Tensor) -> float:
 # ----------------------------------------------------------------------------------------------
 
 
-def test_module_tree_is_the_original():
+def test_module_tree_is_the_original(original_actor_keys):
     ff = {k: tuple(v.shape) for k, v in make_actor().state_dict().items()}
-    assert ff == ORIGINAL_ACTOR_KEYS
+    assert ff == original_actor_keys
     rec = {k: tuple(v.shape) for k, v in make_actor(recurrent_N=1).state_dict().items()}
-    assert rec == {**ORIGINAL_ACTOR_KEYS, **ORIGINAL_GRU_KEYS}
+    assert rec == {**original_actor_keys, **ORIGINAL_GRU_KEYS}
 
 
 @pytest.mark.parametrize(

@@ -131,20 +131,6 @@ class OriginalTrajEstimator(nn.Module):
         return self.output_layer(elu(self.linear3(elu(self.linear2(elu(self.linear1(x)))))))
 
 
-MAPPO_KEYS = {
-    "base.feature_norm.weight": (450,),
-    "base.feature_norm.bias": (450,),
-    "base.mlp.fc1.0.weight": (512, 450),
-    "base.mlp.fc1.0.bias": (512,),
-    "base.mlp.fc1.2.weight": (512,),
-    "base.mlp.fc1.2.bias": (512,),
-    **{f"base.mlp.fc2.{i}.0.weight": (512, 512) for i in range(2)},
-    **{f"base.mlp.fc2.{i}.0.bias": (512,) for i in range(2)},
-    **{f"base.mlp.fc2.{i}.2.{p}": (512,) for i in range(2) for p in ("weight", "bias")},
-    "act.action_out.fc_mean.weight": (22, 512),
-    "act.action_out.fc_mean.bias": (22,),
-    "act.action_out.log_std": (22,),
-}
 _PPO_LINEARS = {0: (1024, 900), 2: (1024, 1024), 4: (512, 1024)}
 PPO_KEYS = {
     "log_std": (44,),
@@ -245,9 +231,9 @@ def _session(folder: Path, file: str) -> ort.InferenceSession:
 # ----------------------------------------------------------------------------------------------
 
 
-def test_test_trees_have_the_original_names(originals):
+def test_test_trees_have_the_original_names(originals, original_actor_keys):
     shapes = {name: {k: tuple(v.shape) for k, v in net.state_dict().items()} for name, net in originals["nets"].items()}
-    assert shapes["actor_agent0"] == MAPPO_KEYS
+    assert shapes["actor_agent0"] == original_actor_keys
     assert shapes["model_5000"] == PPO_KEYS
 
 

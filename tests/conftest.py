@@ -42,6 +42,26 @@ def original_actor_keys() -> dict[str, tuple[int, ...]]:
 
 
 @pytest.fixture(scope="session")
+def randomize():
+    """``randomize(module, seed)``: the module in eval mode with random weights (std 1/sqrt(fan_in)),
+    biases and vectors 0.2 * N(0, 1) (log-stds included) and LayerNorm gains around 1."""
+    torch = pytest.importorskip("torch")
+
+    def randomize(module, seed: int):
+        gen = torch.Generator().manual_seed(seed)
+        with torch.no_grad():
+            for p in module.parameters():
+                noise = torch.randn(p.shape, generator=gen)
+                p.copy_(noise / p.shape[-1] ** 0.5 if p.dim() == 2 else 0.2 * noise)
+            for m in module.modules():
+                if isinstance(m, torch.nn.LayerNorm):
+                    m.weight.add_(1.0)
+        return module.eval()
+
+    return randomize
+
+
+@pytest.fixture(scope="session")
 def checkpoints(tmp_path_factory) -> dict[str, Path]:
     torch = pytest.importorskip("torch")
     from handover.runtime.benchmark import make_random_checkpoints, random_estimator_state_dict

@@ -114,21 +114,8 @@ def report_max_diffs():
         print(f"\nmax |onnxruntime - torch| over {N_SAMPLES} inputs: " + json.dumps({k: f"{v:.2e}" for k, v in MAX_DIFFS.items()}))
 
 
-def randomize(module: torch.nn.Module, seed: int) -> torch.nn.Module:
-    """Random weights (std 1/sqrt(fan_in)), biases, LayerNorm gains around 1 and a random log-std."""
-    gen = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for p in module.parameters():
-            noise = torch.randn(p.shape, generator=gen)
-            p.copy_(noise / p.shape[-1] ** 0.5 if p.dim() == 2 else 0.2 * noise)
-        for m in module.modules():
-            if isinstance(m, torch.nn.LayerNorm):
-                m.weight.add_(1.0)
-    return module.eval()
-
-
 @pytest.fixture(scope="module")
-def originals(tmp_path_factory) -> dict:
+def originals(tmp_path_factory, randomize) -> dict:
     """The original networks (randomized) and their checkpoints, named like the training output."""
     folder = tmp_path_factory.mktemp("ckpt")
     nets = {

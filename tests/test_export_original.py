@@ -143,19 +143,6 @@ PPO_KEYS = {
 }
 
 
-def randomize(module: nn.Module, seed: int) -> nn.Module:
-    """Weights with std 1/sqrt(fan_in), biases and vectors 0.2 * N(0, 1), LayerNorm gains around 1."""
-    gen = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for p in module.parameters():
-            noise = torch.randn(p.shape, generator=gen)
-            p.copy_(noise / p.shape[-1] ** 0.5 if p.dim() == 2 else 0.2 * noise)
-        for m in module.modules():
-            if isinstance(m, nn.LayerNorm):
-                m.weight.add_(1.0)
-    return module.eval()
-
-
 def split_observation(obs: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """The contract's per-agent inputs of a (..., 900) observation: thrower, catcher (..., 450) each."""
     t = np.concatenate([obs[..., 0:150], obs[..., 300:450], obs[..., 600:750]], axis=-1)
@@ -179,7 +166,7 @@ def max_abs(a: np.ndarray, b: torch.Tensor) -> float:
 
 
 @pytest.fixture(scope="module")
-def originals(tmp_path_factory) -> dict:
+def originals(tmp_path_factory, randomize) -> dict:
     folder = tmp_path_factory.mktemp("original")
     nets = {
         "actor_agent0": randomize(OriginalMAPPOActor(), 21),

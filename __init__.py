@@ -6,7 +6,8 @@ Subpackages (one folder each in the source tree):
 - ``handover.sim_twin``: the MuJoCo twin of the cell, behind the same device interfaces.
 - ``handover.runtime``: the policy contract, ONNX bundles and the step that turns states into commands.
 - ``handover.calibration``: camera extrinsics and PD gain calibration.
-- ``handover.launch``: launch files and the default cell configuration.
+- ``launch/`` (data, not a Python package: it must not shadow ROS's ``launch``): launch files, the
+  default cell configuration and the reference bundle, installed as package data.
 """
 
 __version__ = "0.1.0"

@@ -21,8 +21,8 @@ COMMAND_MODULES = (
     "handover.sim_twin.commands",  # handover twin export-mjcf | render | benchmark
     "handover.sim_twin.train_reference",  # handover train-reference
     "handover.sim_twin.evaluate",  # handover eval
-    "handover.launch.bringup",  # handover bringup
-    "handover.launch.graph",  # handover node SET (one process of the launch file)
+    "handover.runtime.bringup",  # handover bringup
+    "handover.runtime.node_graph",  # handover node SET (one process of the launch file)
 )
 
 

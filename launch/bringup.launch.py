@@ -1,7 +1,7 @@
 """``ros2 launch handover bringup.launch.py [backend:=sim|real] [config:=PATH] [episodes:=N] [speed:=X]``
 
 Brings up the whole cell: three processes of the node graph (``handover node SET``, see
-``handover/launch/graph.py``):
+``handover/runtime/node_graph.py``):
 
 - ``cell`` (sim) or ``drivers`` (real): the twin node with the four joint-group drivers and the
   object tracker, which serve the twin's devices; or the drivers with their own hardware;

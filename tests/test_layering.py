@@ -5,6 +5,8 @@
     listed in TORCH_MODULES, and ``python -m handover --help`` works with torch blocked.
 (b) Dependency direction, checked on the source with ``ast`` (every import statement, including
     those inside functions, relative imports and ``importlib.import_module("...")`` literals):
+    - the node graph (GRAPH_MODULES: the modules that assemble every device's and node's process) is
+      the top layer: it may import any layer, and no other module imports it;
     - runtime/ does not import handover.sim_twin or handover.calibration, and from handover.drivers
       only the device-interface modules it imports today (RUNTIME_ALLOWED_DRIVER_IMPORTS; the set
       must not grow without a decision: the runtime core may only ever use the interfaces
@@ -36,6 +38,9 @@ TORCH_MODULES = {
 RUNTIME_ALLOWED_DRIVER_IMPORTS = {"handover.drivers.object_tracker"}
 # The only driver modules the runtime core may ever use (interfaces, no hardware, no ROS).
 DRIVER_INTERFACE_MODULES = {"handover.drivers.object_tracker", "handover.drivers.joint_group", "handover.drivers.device"}
+
+# The top layer in runtime/: they build the graph of every node (twin, drivers, safety, policy).
+GRAPH_MODULES = {"handover.runtime.node_graph", "handover.runtime.bringup"}
 
 BLOCK_TORCH = "import sys; sys.modules['torch'] = None\n"
 
@@ -99,6 +104,8 @@ def within(name: str, package: str) -> bool:
 def violations(folder: str, forbidden: tuple[str, ...], allowed: set[str] = frozenset()) -> list[str]:
     bad = []
     for path in modules_in(folder):
+        if module_name(path) in GRAPH_MODULES:
+            continue
         for name, line in sorted(imported_modules(path)):
             if any(within(name, f) for f in forbidden) and not any(within(name, a) for a in allowed):
                 bad.append(f"{path.relative_to(PACKAGE_ROOT)}:{line}: {name}")
@@ -199,6 +206,8 @@ def test_runtime_driver_imports_are_exactly_the_known_set():
     # If this fails because an allowed import went away, shrink RUNTIME_ALLOWED_DRIVER_IMPORTS.
     used = set()
     for path in modules_in("runtime"):
+        if module_name(path) in GRAPH_MODULES:
+            continue
         for name, _ in imported_modules(path):
             used |= {a for a in RUNTIME_ALLOWED_DRIVER_IMPORTS if within(name, a)}
     assert used == RUNTIME_ALLOWED_DRIVER_IMPORTS
@@ -208,3 +217,22 @@ def test_runtime_driver_imports_are_exactly_the_known_set():
 def test_drivers_and_calibration_do_not_import_the_twin(folder):
     assert modules_in(folder), f"{folder}/ has no modules"
     assert violations(folder, ("handover.sim_twin",)) == []
+
+
+def test_the_graph_modules_exist_and_nothing_else_imports_them():
+    assert GRAPH_MODULES <= {module_name(p) for p in modules_in("runtime")}
+    bad = []
+    for folder in ("runtime", "drivers", "sim_twin", "calibration"):
+        for path in modules_in(folder):
+            if module_name(path) in GRAPH_MODULES:
+                continue
+            bad += [f"{path.relative_to(PACKAGE_ROOT)}:{line}: {name}" for name, line in imported_modules(path)
+                    if any(within(name, g) for g in GRAPH_MODULES)]
+    assert bad == []
+
+
+def test_launch_folder_is_data_only():
+    # a launch/__init__.py would make `import launch` find this folder instead of ROS's launch
+    # wherever the repository root is on sys.path (python -m pytest from the root)
+    assert not (PACKAGE_ROOT / "launch" / "__init__.py").exists()
+    assert [p.name for p in (PACKAGE_ROOT / "launch").glob("*.py") if not p.name.endswith(".launch.py")] == []

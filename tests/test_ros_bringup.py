@@ -22,7 +22,7 @@ PERIOD = CFG.control_period_s
 
 @pytest.fixture
 def graph(ros_context):
-    from handover.launch.graph import build_graph
+    from handover.runtime.node_graph import build_graph
 
     g = build_graph(CFG, ros_context, "sim", "all")
     g.start()

@@ -1,6 +1,6 @@
 """``handover bringup``: the whole cell's node graph in one process, without the ``ros2`` CLI.
 
-Starts the same nodes as ``ros2 launch handover bringup.launch.py`` (see :mod:`handover.launch.graph`),
+Starts the same nodes as ``ros2 launch handover bringup.launch.py`` (see :mod:`handover.runtime.node_graph`),
 then acts as the operator: calls ``/handover/start`` for each of N episodes, waits for the twin's
 judgement on ``/handover/twin/outcome``, prints each result and a summary with the control loop's
 timing, and exits 0. ``--measure-stop K`` then publishes K safety stops (each followed by a release)
@@ -17,7 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
-from handover.launch.graph import add_common_arguments, build_graph
+from handover.runtime.node_graph import add_common_arguments, build_graph
 from handover.runtime.cell_config import load_cell_config
 from handover.runtime.errors import InputError
 

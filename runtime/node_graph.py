@@ -187,7 +187,7 @@ def run_node(args) -> int:
     graph.start()
     try:
         if args.set == "operator":
-            from handover.launch.bringup import Operator, run_episodes
+            from handover.runtime.bringup import Operator, run_episodes
 
             run_episodes(Operator(graph), args.episodes, timeout=20.0)
             return 0

@@ -1,1 +1,0 @@
-"""Launch files and the default cell configuration (``cell.yaml``)."""

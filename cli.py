@@ -22,7 +22,7 @@ COMMAND_MODULES = (
     "handover.sim_twin.train_reference",  # handover train-reference
     "handover.sim_twin.evaluate",  # handover eval
     "handover.runtime.bringup",  # handover bringup
-    "handover.runtime.node_graph",  # handover node SET (one process of the launch file)
+    "handover.runtime.node_process",  # handover node SET (one process of the launch file)
 )
 
 

@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Optional
 
-from handover.runtime.cell_config import DEFAULT_CONFIG_PATH, CellConfig, load_cell_config
+from handover.runtime.cell_config import DEFAULT_CONFIG_PATH, CellConfig
 from handover.runtime.errors import InputError
 
 BACKENDS = ("sim", "real")
@@ -149,11 +149,6 @@ def build_graph(cfg: CellConfig, context, backend: str = "sim", nodes: str = "al
     return graph
 
 
-# --------------------------------------------------------------------------------------------
-# ``handover node SET``: one process of the launch file
-# --------------------------------------------------------------------------------------------
-
-
 def add_common_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--backend", choices=BACKENDS, default="sim", help="sim: the MuJoCo twin (default); real: the hardware")
     p.add_argument("--config", type=Path, default=DEFAULT_CONFIG_PATH, help="cell config (default: %(default)s)")
@@ -161,40 +156,3 @@ def add_common_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--speed", type=float, default=None, metavar="X",
                    help="run the twin X times faster than real time, publishing /clock; nodes use sim time "
                         "(default: paced to real time)")
-
-
-def add_parser(sub) -> None:
-    p = sub.add_parser("node", help="run one set of the cell's ROS 2 nodes (what the launch file starts)",
-                       description="Run one process of the cell's node graph until interrupted: " + ", ".join(NODE_SETS))
-    p.add_argument("set", choices=NODE_SETS)
-    add_common_arguments(p)
-    p.add_argument("--episodes", type=int, default=0, metavar="N", help="operator: episodes to run")
-    p.add_argument("--ros-args", dest="ros_args", nargs=argparse.REMAINDER, default=[],
-                   help=argparse.SUPPRESS)  # appended by launch_ros; remappings are not used
-    p.set_defaults(func=run_node)
-
-
-def run_node(args) -> int:
-    import rclpy
-
-    cfg = load_cell_config(args.config)
-    if args.speed is not None and not args.speed > 0:
-        raise InputError(f"--speed {args.speed}: must be > 0")
-    context = rclpy.Context()
-    rclpy.init(context=context)
-    graph = build_graph(cfg, context, args.backend, args.set, real_time=args.speed is None,
-                        speed=args.speed or 1.0, bundle=args.bundle)
-    graph.start()
-    try:
-        if args.set == "operator":
-            from handover.runtime.bringup import Operator, run_episodes
-
-            run_episodes(Operator(graph), args.episodes, timeout=20.0)
-            return 0
-        threading.Event().wait()
-    except KeyboardInterrupt:
-        pass
-    finally:
-        graph.shutdown()
-        context.try_shutdown()
-    return 0

@@ -98,7 +98,9 @@ def recurrent_bundle_dir(checkpoints, tmp_path_factory) -> Path:
 
 # -- ROS 2 over real DDS, on this machine only ---------------------------------------------------
 # A private domain per test session and localhost-only discovery, so CI runs in parallel never meet.
-os.environ.setdefault("ROS_DOMAIN_ID", str(100 + os.getpid() % 100))
+# Domain ids 1..101: within 0..101, the range the ROS 2 documentation calls safe on Linux (higher ids
+# map DDS ports into the ephemeral port range, where they may clash with other programs).
+os.environ.setdefault("ROS_DOMAIN_ID", str(1 + os.getpid() % 101))
 os.environ.setdefault("ROS_AUTOMATIC_DISCOVERY_RANGE", "LOCALHOST")
 os.environ.setdefault("RMW_IMPLEMENTATION", "rmw_fastrtps_cpp")
 

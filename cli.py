@@ -10,7 +10,9 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import signal
 import sys
+import threading
 
 # Modules with subcommands, in the order ``handover --help`` lists them.
 COMMAND_MODULES = (
@@ -26,8 +28,25 @@ COMMAND_MODULES = (
 )
 
 
+class OneLineParser(argparse.ArgumentParser):
+    """argparse with its errors on one line (``handover CMD: error: ...``; usage with ``-h``), exit 2.
+    Sub-commands' parsers are of this class too (argparse makes them of their parent's class)."""
+
+    def error(self, message: str):
+        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} -h)\n")
+
+
+class Terminated(BaseException):
+    """SIGTERM, raised in the main thread like ``KeyboardInterrupt`` for SIGINT, so that every
+    command's ``finally`` blocks run (devices hold and close, files are completed or left untouched)."""
+
+
+def _on_sigterm(signum, frame):
+    raise Terminated()
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = OneLineParser(
         prog="handover",
         description="Run learned Dynamic Handover policies on the cell or its MuJoCo twin.",
     )
@@ -37,19 +56,45 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def main(argv: list[str] | None = None) -> int:
-    from handover.runtime.errors import OPERATOR_ERRORS
+def operator_errors() -> tuple[type[BaseException], ...]:
+    """The errors an operator can fix: printed as one line, exit code 2."""
+    from handover.runtime.bundle import BundleError
+    from handover.runtime.cell_config import ConfigError
+    from handover.runtime.errors import InputError
 
+    return (ConfigError, BundleError, InputError, FileNotFoundError)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run one command. Exit codes: its own (0 on success), 2 for an operator's error (one line on
+    stderr), 130 after Ctrl-C (SIGINT) and 143 after SIGTERM (one line, no traceback: the command's
+    own cleanup has run by then)."""
     parser = build_parser()
-    args = parser.parse_args(argv)
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as exc:  # -h, or a bad argument (one line already printed)
+        return int(exc.code or 0)
     if not getattr(args, "func", None):
         parser.print_help()
         return 2
+    name = f"handover {args.command}"
+    previous = None
+    if threading.current_thread() is threading.main_thread():
+        previous = signal.signal(signal.SIGTERM, _on_sigterm)
     try:
         return int(args.func(args) or 0)
-    except OPERATOR_ERRORS as exc:
-        print(f"handover {args.command}: error: {exc}", file=sys.stderr)
+    except operator_errors() as exc:
+        print(f"{name}: error: {exc}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:
+        print(f"{name}: interrupted (SIGINT); stopped cleanly", file=sys.stderr)
+        return 130
+    except Terminated:
+        print(f"{name}: terminated (SIGTERM); stopped cleanly", file=sys.stderr)
+        return 143
+    finally:
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)
 
 
 if __name__ == "__main__":

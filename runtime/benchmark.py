@@ -21,6 +21,7 @@ from typing import Optional
 
 import numpy as np
 
+from handover.runtime.cli_values import positive_int
 from handover.runtime.cell_config import DEFAULT_CONFIG_PATH, load_cell_config
 from handover.runtime.contract import ContractSpec
 from handover.runtime.bundle import PPO, load_manifest
@@ -213,7 +214,7 @@ def run_benchmark(
 
 def add_parser(sub) -> None:
     p = sub.add_parser("benchmark", help="policy step latency: onnxruntime vs torch eager (needs torch)")
-    p.add_argument("--steps", type=int, default=10_000, help="timed steps per backend (default: %(default)s)")
+    p.add_argument("--steps", type=positive_int, default=10_000, help="timed steps per backend (default: %(default)s)")
     p.add_argument("--bundle", type=Path, default=None, help="also time this bundle with onnxruntime")
     p.add_argument("--algo", choices=("mappo", "ppo"), default="mappo",
                    help="networks to time: two MAPPO actors or one PPO policy (default: %(default)s)")

@@ -121,8 +121,8 @@ def load_manifest(folder: str | Path) -> Manifest:
         raise BundleError(f"{path}: not valid JSON: {exc}") from None
     try:
         manifest = _manifest_from_dict(raw)
-    except (KeyError, TypeError, ValueError) as exc:
-        raise BundleError(f"{path}: malformed manifest: {exc!r}") from None
+    except (KeyError, TypeError, ValueError, AttributeError) as exc:
+        raise BundleError(f"{path}: malformed manifest: {_malformed(raw, exc)}") from None
     if manifest.format != BUNDLE_FORMAT:
         raise BundleError(f"{path}: format {manifest.format!r}, expected {BUNDLE_FORMAT!r}")
     if manifest.contract_version != CONTRACT_VERSION:
@@ -143,6 +143,21 @@ def load_manifest(folder: str | Path) -> Manifest:
         if not (folder / net.file).is_file():
             raise BundleError(f"{path}: networks.{role}.file: {folder / net.file} not found")
     return manifest
+
+
+def _malformed(raw, exc: Exception) -> str:
+    """Which part of a manifest is malformed, for a one-line error."""
+    if not isinstance(raw, dict):
+        return f"expected a JSON object at the top, got {type(raw).__name__}"
+    nets = raw.get("networks")
+    if not isinstance(nets, dict):
+        return f"'networks' must be an object of role -> network, got {type(nets).__name__}"
+    bad = [r for r, n in nets.items() if not isinstance(n, dict)]
+    if bad:
+        return f"networks.{bad[0]} must be an object, got {type(nets[bad[0]]).__name__}"
+    if isinstance(exc, KeyError):
+        return f"missing key {exc}"
+    return f"{type(exc).__name__}: {exc}"
 
 
 def _tensor(d: dict) -> TensorSpec:

@@ -103,7 +103,7 @@ class GoalConfig:
 class ModelsConfig:
     """Model paths; relative paths are resolved against the config file's folder."""
 
-    bundle: Optional[Path] = field(metadata={"must_exist": True})
+    bundle: Optional[Path] = field(metadata={"must_exist": True, "bundle": True})
 
 
 @dataclass(frozen=True)
@@ -214,13 +214,35 @@ class CellConfig:
 def load_cell_config(path: str | Path | None = None) -> CellConfig:
     """Load and validate a cell config file (default: ``launch/cell.yaml``)."""
     path = Path(path) if path is not None else DEFAULT_CONFIG_PATH
+    if path.is_dir():
+        raise ConfigError(f"{path}: config is a folder, expected a YAML file")
     if not path.is_file():
         raise ConfigError(f"{path}: config file not found")
     try:
-        raw = yaml.safe_load(path.read_text())
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"{path}: cannot read the config as UTF-8 text: {exc}") from None
+    try:
+        raw = yaml.load(text, Loader=_UniqueKeyLoader)  # noqa: S506 - a SafeLoader subclass
     except yaml.YAMLError as exc:
-        raise ConfigError(f"{path}: not valid YAML: {exc}") from None
+        raise ConfigError(f"{path}: not valid YAML: {' '.join(str(exc).split())}") from None
     return cell_config_from_dict(raw, source=path)
+
+
+class _UniqueKeyLoader(yaml.SafeLoader):
+    """YAML's safe loader, refusing a mapping that names a key twice (YAML keeps the last one
+    without a word; which one the operator meant would be a guess)."""
+
+    def construct_mapping(self, node, deep=False):
+        seen = {}
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=True)
+            if key in seen:
+                raise yaml.constructor.ConstructorError(
+                    None, None, f"key {key!r} given twice (lines {seen[key] + 1} and {key_node.start_mark.line + 1})",
+                    key_node.start_mark)
+            seen[key] = key_node.start_mark.line
+        return super().construct_mapping(node, deep=deep)
 
 
 def cell_config_from_dict(raw: Any, source: str | Path = "<memory>") -> CellConfig:
@@ -313,6 +335,10 @@ class _Context:
             p = p if p.is_absolute() else (self.base_dir / p).resolve()
             if meta.get("must_exist") and not p.exists():
                 self.fail(key, f"path does not exist: {p}", raw)
+            if meta.get("bundle") and not p.is_dir():
+                self.fail(key, f"{p} is a file, expected a policy bundle folder", raw)
+            if meta.get("bundle") and not (p / "manifest.json").is_file():
+                self.fail(key, f"{p} has no manifest.json: not a policy bundle folder", raw)
             return p
         raise TypeError(f"unsupported config type {tp!r} at {key}")  # a bug in this module
 

@@ -57,6 +57,7 @@ from handover.runtime.contract import (
     STACK_FRAMES,
 )
 from handover.runtime.errors import InputError
+from handover.runtime.files import atomic_folder, input_file, output_folder
 
 if TYPE_CHECKING:
     import torch
@@ -427,12 +428,16 @@ def run(args: argparse.Namespace) -> int:
     except ImportError as exc:
         print(f"handover export: needs torch and onnx, {exc.name or 'one'} is not installed: {_INSTALL_HINT}", file=sys.stderr)
         return 2
-    out_dir = Path(args.out)
+    inputs = [p for p in (args.thrower, args.catcher, args.ppo, args.goal, args.property) if p is not None]
+    for p in inputs:
+        input_file(p, "checkpoint")
+    out_dir = output_folder(args.out, "--out", inputs)
     common = dict(goal=args.goal, property=args.property, property_labels=tuple(args.property_labels), opset=args.opset)
-    if algorithm == PPO:
-        manifest = export_ppo_bundle(out_dir, ppo=args.ppo, **common)
-    else:
-        manifest = export_bundle(out_dir, thrower=args.thrower, catcher=args.catcher, **common)
+    with atomic_folder(out_dir) as tmp:  # the old bundle stays until the new one is complete
+        if algorithm == PPO:
+            manifest = export_ppo_bundle(tmp, ppo=args.ppo, **common)
+        else:
+            manifest = export_bundle(tmp, thrower=args.thrower, catcher=args.catcher, **common)
     print(f"handover export: wrote {len(manifest.networks)} networks ({algorithm}) to {out_dir}")
     print("\n".join(describe(manifest, out_dir)))
     return 0

@@ -153,10 +153,15 @@ class FusedRunner:
         self.specs = {s.role: s for s in specs}
         models = []
         for spec in specs:
+            path = self.folder / spec.file
             try:
-                models.append(onnx.load(str(self.folder / spec.file)))
+                model = onnx.load(str(path))
             except Exception as exc:  # onnx raises DecodeError and friends
-                raise BundleError(f"{self.folder / spec.file}: cannot read {spec.role}: {exc}") from None
+                raise BundleError(f"{path}: cannot read {spec.role}: {exc}") from None
+            if not model.graph.node or not any(o.domain in ("", "ai.onnx") for o in model.opset_import):
+                size = path.stat().st_size
+                raise BundleError(f"{path}: {spec.role} is not an ONNX model ({size} bytes, no graph or no opset)")
+            models.append(model)
         opset = max(_default_opset(m) for m in models)
         models = [m if _default_opset(m) == opset else version_converter.convert_version(m, opset) for m in models]
         models = [compose.add_prefix(m, prefix=f"{s.role}/") for m, s in zip(models, specs)]

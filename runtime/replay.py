@@ -31,6 +31,7 @@ from handover.runtime.cell_config import DEFAULT_CONFIG_PATH, load_cell_config
 from handover.runtime.contract import AGENT_INPUT_SIZE, DOFS, HISTORY_LEN, ContractSpec
 from handover.runtime.contract_state import ContractState
 from handover.runtime.errors import InputError
+from handover.runtime.files import load_npz, output_file, save_npz
 from handover.runtime.policy_networks import Network
 
 # name -> shape, with "T" for the number of steps
@@ -120,13 +121,8 @@ def add_parser(sub) -> None:
 
 def run(args) -> int:
     cfg = load_cell_config(args.config)
-    if not args.input.is_file():
-        raise InputError(f"{args.input}: input log not found")
-    try:
-        with np.load(args.input, allow_pickle=False) as f:
-            arrays = {k: f[k] for k in f.files}
-    except (OSError, ValueError) as exc:
-        raise InputError(f"{args.input}: not a readable .npz file: {exc}") from None
+    arrays = load_npz(args.input, "replay log")
+    output_file(args.output, "replay output", ".npz", inputs=[args.input, args.config, args.bundle])
     check_log(arrays, source=str(args.input))
     goal_estimator = None
     if "predicted_goal" not in arrays:
@@ -137,8 +133,7 @@ def run(args) -> int:
 
         goal_estimator = load_goal_estimator(bundle)
     out = replay(ContractSpec.from_config(cfg), arrays, goal_estimator)
-    args.output.parent.mkdir(parents=True, exist_ok=True)
-    np.savez(args.output, **out)
+    save_npz(args.output, out)
     steps = out["targets"].shape[0]
     source = "log" if goal_estimator is None else f"goal estimator of {bundle}"
     print(f"replayed {steps} steps of {args.input} (predicted goal from the {source}) -> {args.output}")

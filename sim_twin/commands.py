@@ -10,6 +10,8 @@ from pathlib import Path
 import numpy as np
 
 from handover.runtime.cell_config import DEFAULT_CONFIG_PATH, load_cell_config
+from handover.runtime.cli_values import positive_float, positive_int
+from handover.runtime.files import atomic_folder, output_file, output_folder
 
 
 def add_parser(sub) -> None:
@@ -23,15 +25,15 @@ def add_parser(sub) -> None:
 
     p = tsub.add_parser("render", help="PNG frames of an episode from the d435 and overview cameras (offscreen)")
     p.add_argument("--out", type=Path, default=Path("twin_frames"), help="output folder (default: %(default)s)")
-    p.add_argument("--steps", type=int, default=30, help="control steps (default: one 30-step episode)")
+    p.add_argument("--steps", type=positive_int, default=30, help="control steps (default: one 30-step episode)")
     p.add_argument("--bundle", type=Path, default=None, help="drive the twin with this policy bundle (default: the config's models.bundle; none: hold the reset pose)")
-    p.add_argument("--width", type=int, default=640)
-    p.add_argument("--height", type=int, default=480)
+    p.add_argument("--width", type=positive_int, default=640)
+    p.add_argument("--height", type=positive_int, default=480)
     p.add_argument("--config", type=Path, default=DEFAULT_CONFIG_PATH)
     p.set_defaults(func=render)
 
     p = tsub.add_parser("benchmark", help="real-time factor of the full cell and the cost of one episode (episode_steps control steps)")
-    p.add_argument("--seconds", type=float, default=20.0, help="simulated seconds to time (default: %(default)s)")
+    p.add_argument("--seconds", type=positive_float, default=20.0, help="simulated seconds to time (default: %(default)s)")
     p.add_argument("--config", type=Path, default=DEFAULT_CONFIG_PATH)
     p.set_defaults(func=benchmark)
 
@@ -39,6 +41,7 @@ def add_parser(sub) -> None:
 def export_mjcf(args: argparse.Namespace) -> int:
     from handover.sim_twin.model import export_mjcf as write
 
+    output_file(args.output, "MJCF output", ".xml", inputs=[args.config])
     path = write(load_cell_config(args.config), args.output)
     print(f"wrote {path} (load it with mujoco.MjModel.from_xml_path or `python -m mujoco.viewer --mjcf {path}`)")
     return 0
@@ -71,20 +74,27 @@ def render(args: argparse.Namespace) -> int:
     from handover.sim_twin.twin import Twin
 
     cfg = load_cell_config(args.config)
+    bundle = args.bundle or cfg.models.bundle
+    out = output_folder(args.out, "--out", inputs=[args.config, bundle])
     twin = Twin(cfg)
     devices = TwinDevices.create(twin)
     devices.bring_up()
-    writer = r.FrameWriter(twin.model, args.out, args.width, args.height)
-    writer.write(twin.data, 0)
+    controller = _controller(cfg, twin, bundle)
+    with atomic_folder(out) as tmp:  # an earlier render stays until this one is complete
+        writer = r.FrameWriter(twin.model, tmp, args.width, args.height)
+        writer.write(twin.data, 0)
 
-    def on_step(rec) -> None:
-        writer.write(twin.data, rec.step + 1)
-        print(f"\rrendered step {rec.step + 1}/{args.steps}", end="", file=sys.stderr, flush=True)
+        def on_step(rec) -> None:
+            writer.write(twin.data, rec.step + 1)
+            print(f"\rrendered step {rec.step + 1}/{args.steps}", end="", file=sys.stderr, flush=True)
 
-    run_episode(devices, _controller(cfg, twin, args.bundle or cfg.models.bundle), args.steps, on_step)
-    sheet = writer.contact_sheet()
-    writer.close()
-    print(f"\nwrote {2 * (args.steps + 1)} frames to {args.out}/ (d435_NNN.png, overview_NNN.png); overview: {sheet}")
+        try:
+            run_episode(devices, controller, args.steps, on_step)
+            sheet = writer.contact_sheet()
+        finally:
+            writer.close()
+    print(f"\nwrote {2 * (args.steps + 1)} frames to {out}/ (d435_NNN.png, overview_NNN.png); "
+          f"overview: {out / Path(sheet).name}")
     return 0
 
 

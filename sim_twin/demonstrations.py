@@ -71,9 +71,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import os
 import sys
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Optional, Sequence
@@ -85,6 +83,7 @@ from handover.runtime.cell_config import CellConfig, SIDE_DOFS
 from handover.runtime.contract import AGENT_INPUT_SIZE, DOFS, HISTORY_LEN, PROPERTY_HISTORY_LEN, PROPERTY_STEP_SIZE, ContractSpec
 from handover.runtime.contract_state import ContractNoise, ContractState
 from handover.runtime.errors import InputError
+from handover.runtime.files import atomic_write, load_npz
 from handover.runtime.observation import ObjectHistory
 from handover.runtime.policy_step import PropertyWindow
 from handover.runtime.replay import check_log
@@ -431,32 +430,15 @@ def concat(datasets: Sequence[Demonstrations]) -> Demonstrations:
 
 def save(ds: Demonstrations, path: str | Path) -> Path:
     """Write ``ds`` (and ``format``) to one compressed ``.npz`` file, atomically."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}-", suffix=".npz")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            np.savez_compressed(f, format=np.array(DATASET_FORMAT), **ds.arrays)
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp, 0o666 & ~umask)  # mkstemp creates 0600; give the file the usual permissions
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
+    with atomic_write(path) as f:
+        np.savez_compressed(f, format=np.array(DATASET_FORMAT), **ds.arrays)
+    return Path(path)
 
 
 def load(path: str | Path) -> Demonstrations:
     """Read and check a dataset written by :func:`save`; errors name the file and the array."""
     path = Path(path)
-    if not path.is_file():
-        raise InputError(f"{path}: demonstrations file not found")
-    try:
-        with np.load(path, allow_pickle=False) as f:
-            arrays = {k: f[k] for k in f.files}
-    except (OSError, ValueError, EOFError) as exc:
-        raise InputError(f"{path}: not a readable .npz file: {exc}") from None
+    arrays = load_npz(path, "demonstrations file")
     fmt = arrays.pop("format", None)
     if fmt is None:
         raise InputError(f"{path}: array 'format' missing (is this a demonstrations dataset?)")

@@ -60,6 +60,7 @@ import numpy as np
 
 from handover.runtime.cell_config import DEFAULT_CONFIG_PATH, CellConfig, load_cell_config
 from handover.runtime.errors import InputError
+from handover.runtime.files import atomic_write, output_file, write_text
 
 DEFAULT_MASS_FACTORS = (1.0,)
 RANDOMIZE = ("none", "training")
@@ -505,15 +506,13 @@ def write_plot(report: EvalReport, path: str | Path) -> Path:
     ax_m.set_ylabel("mass MRE (%)")
     ax_m.set_xlabel("object mass factor (x nominal)")
     ax_m.set_xticks(x, list(by))
-    fig.savefig(path, dpi=110)
+    with atomic_write(path) as f:
+        fig.savefig(f, dpi=110, format="png")
     return path
 
 
 def write_json(report: EvalReport, path: str | Path) -> Path:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(report.to_json_dict(), indent=2) + "\n")
-    return path
+    return write_text(path, json.dumps(report.to_json_dict(), indent=2) + "\n")
 
 
 # --------------------------------------------------------------------------------------------
@@ -556,10 +555,13 @@ def run(args: argparse.Namespace) -> int:
     bundle = args.bundle or cfg.models.bundle
     if bundle is None:
         raise InputError(f"--bundle: not given, and {cfg.source} has no models.bundle")
+    inputs = [bundle, args.config]
+    output_file(args.json, "--json", ".json", inputs)
+    args.plot = output_file(args.plot or args.json.with_suffix(".png"), "--plot", ".png", inputs + [args.json])
     report = evaluate(bundle, factors, args.episodes, seed=args.seed, cfg=cfg, steps=args.steps,
                       progress=not args.no_progress, randomize=args.randomize, timing=args.timing)
     json_path = write_json(report, args.json)
-    plot_path = write_plot(report, args.plot or args.json.with_suffix(".png"))
+    plot_path = write_plot(report, args.plot)
     print(format_table(report))
     print(f"wrote {json_path} and {plot_path}")
     return 0

@@ -29,6 +29,7 @@ import mujoco
 import numpy as np
 
 from handover.runtime.cell_config import CameraConfig, CellConfig, SideConfig
+from handover.runtime.files import write_text
 from handover.sim_twin.kinematics import CHAINS, LINK_MASS, Link
 
 SIDES = ("thrower", "catcher")
@@ -234,7 +235,4 @@ def export_mjcf(cfg: CellConfig, path: str | Path) -> Path:
     """Write the compiled model as MJCF that ``mujoco.MjModel.from_xml_path`` loads."""
     spec = build_spec(cfg)
     spec.compile()
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(spec.to_xml())
-    return path
+    return write_text(path, spec.to_xml())

@@ -39,6 +39,7 @@ from pathlib import Path
 import numpy as np
 
 from handover.runtime.cell_config import DEFAULT_CONFIG_PATH
+from handover.runtime.cli_values import nonneg_int, positive_int
 from handover.sim_twin.training import ActorArch, FitConfig
 
 DEFAULT_OUT = Path(__file__).resolve().parent.parent / "launch" / "reference_bundle"
@@ -341,14 +342,14 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--out", type=Path, default=DEFAULT_OUT, metavar="DIR", help="bundle folder (default: %(default)s)")
     p.add_argument("--work", type=Path, default=DEFAULT_WORK, metavar="DIR",
                    help="dataset and checkpoints (default: %(default)s)")
-    p.add_argument("--episodes", type=int, default=d.episodes, metavar="N", help="expert episodes (default: %(default)s)")
-    p.add_argument("--dagger-rounds", type=int, default=d.dagger_rounds, metavar="R", help="(default: %(default)s)")
-    p.add_argument("--dagger-episodes", type=int, default=d.dagger_episodes, metavar="N",
+    p.add_argument("--episodes", type=positive_int, default=d.episodes, metavar="N", help="expert episodes (default: %(default)s)")
+    p.add_argument("--dagger-rounds", type=nonneg_int, default=d.dagger_rounds, metavar="R", help="(default: %(default)s)")
+    p.add_argument("--dagger-episodes", type=positive_int, default=d.dagger_episodes, metavar="N",
                    help="episodes per DAgger round (default: %(default)s)")
-    p.add_argument("--seed", type=int, default=d.seed, metavar="S", help="(default: %(default)s)")
-    p.add_argument("--eval-episodes", type=int, default=d.eval_episodes, metavar="M",
+    p.add_argument("--seed", type=nonneg_int, default=d.seed, metavar="S", help="(default: %(default)s)")
+    p.add_argument("--eval-episodes", type=positive_int, default=d.eval_episodes, metavar="M",
                    help="evaluation episodes with the nominal object (default: %(default)s)")
-    p.add_argument("--sweep-episodes", type=int, default=d.sweep_episodes, metavar="K",
+    p.add_argument("--sweep-episodes", type=positive_int, default=d.sweep_episodes, metavar="K",
                    help="evaluation episodes per mass factor 0.2..2.2 (default: %(default)s)")
     p.add_argument("--config", type=Path, default=DEFAULT_CONFIG_PATH, metavar="PATH", help="cell config (default: %(default)s)")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
@@ -369,10 +370,14 @@ def config_from_args(args: argparse.Namespace) -> TrainReferenceConfig:
 
 def run(args: argparse.Namespace) -> int:
     from handover.runtime.cell_config import load_cell_config
+    from handover.runtime.files import atomic_folder, output_folder
 
     tc = config_from_args(args)
     cfg = load_cell_config(args.config)
+    out = output_folder(args.out, "--out", inputs=[args.config, args.work])
+    output_folder(args.work, "--work", inputs=[args.config, args.out])
     t0 = time.perf_counter()
-    provenance, table = run_pipeline(cfg, tc, args.out, args.work, progress=not args.no_progress)
+    with atomic_folder(out) as tmp:  # the bundle there stays until the new one is trained and evaluated
+        provenance, table = run_pipeline(cfg, tc, tmp, args.work, progress=not args.no_progress)
     print("\n".join([f"handover train-reference: done in {time.perf_counter() - t0:.0f} s", *summary(provenance, args.out, table)]))
     return 0

@@ -132,6 +132,7 @@ def test_missing_model_path(tmp_path):
 
 def test_model_path_relative_to_config_file(tmp_path):
     (tmp_path / "bundle").mkdir()
+    (tmp_path / "bundle" / "manifest.json").write_text("{}")  # a bundle folder is one with a manifest
     raw = default_raw()
     raw["models"]["bundle"] = "bundle"
     cfg = load_cell_config(write(tmp_path, raw))
@@ -298,3 +299,20 @@ def test_twin_timestep_must_divide_the_control_period(tmp_path):
     raw["twin"]["timestep_s"] = 0.007  # 0.05 / 0.007 = 7.14..., not whole
     msg = load_error(tmp_path, raw)
     assert "twin.timestep_s" in msg and "must divide the control period" in msg
+
+
+def test_a_key_given_twice_is_refused_naming_it_and_both_lines(tmp_path):
+    path = tmp_path / "cell.yaml"
+    path.write_text("control_rate_hz: 20\ncontrol_rate_hz: 60\n")
+    with pytest.raises(ConfigError, match=r"'control_rate_hz' given twice \(lines 1 and 2\)"):
+        load_cell_config(path)
+
+
+def test_the_bundle_must_be_a_bundle_folder(tmp_path):
+    (tmp_path / "file").write_text("x")
+    (tmp_path / "empty").mkdir()
+    for bundle, problem in (("file", "is a file"), ("empty", "no manifest.json")):
+        raw = default_raw()
+        raw["models"]["bundle"] = bundle
+        with pytest.raises(ConfigError, match=f"models.bundle: .*{problem}"):
+            load_cell_config(write(tmp_path, raw))

@@ -170,4 +170,4 @@ def test_cli_reports_bad_log_file(tmp_path, capsys):
     assert "bad.npz" in err and "'catcher_q'" in err
     assert not (tmp_path / "o.npz").exists()
     assert main(["contract", "replay", str(tmp_path / "missing.npz"), str(tmp_path / "o.npz")]) == 2
-    assert "missing.npz: input log not found" in capsys.readouterr().err
+    assert "missing.npz: replay log not found" in capsys.readouterr().err

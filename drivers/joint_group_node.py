@@ -9,10 +9,20 @@ One instance per group, node name ``{side}_{group}_driver`` (e.g. ``thrower_arm_
 - ``/handover/{side}/{group}/joint_commands`` (``sensor_msgs/JointState``, in): position targets
   (rad), matched by name, through the device's command gate (:mod:`handover.runtime.command_gate`):
   clamped to the joint limits, each joint's change per command limited to its velocity limit x the
-  control period. Ignored (and counted) while the safety stop is latched. A command the gate
-  refuses (duplicate, unknown or missing names, lengths, targets not finite) is not applied: the
-  device holds its measured position, the refusal is logged with the topic and the names, and the
-  node is in ``fault`` until a good command comes. The node keeps running.
+  control period. Followed only for the episode that is started (below); ignored (and counted)
+  while the safety stop is latched. A command the gate refuses (duplicate, unknown or missing
+  names, lengths, targets not finite) is not applied: the device holds its measured position, the
+  refusal is logged with the topic and the names, and the node is in ``fault`` until a good
+  command comes. The node keeps running.
+- ``/handover/policy/episode_start`` (``std_msgs/String``, reliable, volatile, in): the token of each
+  episode the policy starts. The node follows only commands whose ``header.frame_id`` equals the
+  last token it received while it was up and not stopped (:class:`~handover.runtime.episode_token.EpisodeArming`);
+  every other command is ignored and counted (``commands_ignored_not_started``). It starts
+  disarmed, a safety stop disarms it. So no unrequested motion: a driver that starts or restarts
+  (also mid-episode: the announcement is volatile, it never learns of a running episode) and a
+  driver after a released stop hold until the next start.
+- Start-up: the device is brought up and holds its measured position at once (a restarted driver
+  on a device that was following an old target stops it there).
 - Stale stream: the state timer polls the gate (:meth:`JointGroup.poll`); when the commands the
   device was following stop for more than the gate's ``stale_s`` (stale periods x control period),
   the device holds its measured position and the node reports ``holding`` saying the stream went
@@ -22,8 +32,11 @@ One instance per group, node name ``{side}_{group}_driver`` (e.g. ``thrower_arm_
   itself. That callback has its own callback group (in a multi-threaded executor it never waits
   behind a state read or a command for longer than one device call; in a single-threaded one,
   behind at most one of this node's short callbacks). A lock makes "stopped?" and "command" one
-  step, so no command slips in after the hold. After the safety node's release the device keeps
-  holding (``holding``) until the next command (``running``).
+  step, so no command slips in after the hold. The stop disarms the episode. A ``true`` on
+  ``/handover/safety/latched`` from anyone stops too; only the safety node's ``false`` releases
+  (:func:`~handover.runtime.estop.listen_for_stop`: other publishers' ``false`` is ignored and
+  counted). After the release the device keeps holding (``holding``) until the next episode start
+  and its commands (``running``).
 - ``/diagnostics``: this node's state (``running``, ``holding``, ``estopped``, ``fault``) at 1 Hz
   (wall time, so it keeps coming while sim time stands still) and on every change, with the gate's
   counters (commands clamped, rate limited, stale holds) and its mode.
@@ -47,10 +60,12 @@ from rclpy.callback_groups import MutuallyExclusiveCallbackGroup
 from rclpy.clock import Clock, ClockType
 from rclpy.node import Node
 from sensor_msgs.msg import JointState as JointStateMsg
+from std_msgs.msg import String
 
 from handover.drivers.device import DeviceError, Lifecycle
 from handover.drivers.joint_group import JointGroup
 from handover.runtime.cell_config import CellConfig
+from handover.runtime.episode_token import EpisodeArming
 from handover.runtime.estop import listen_for_stop
 from handover.runtime.ros_interface import (
     GROUPS,
@@ -61,6 +76,7 @@ from handover.runtime.ros_interface import (
     joint_names,
     joint_state_msg,
     qos_command,
+    qos_episode_start,
     qos_events,
     qos_sensor,
 )
@@ -96,7 +112,8 @@ class JointGroupNode(Node):
     """Wires one :class:`JointGroup` to its topics, the safety stop and ``/diagnostics``.
 
     Public for tests and the bring-up: :attr:`state`, :attr:`detail`, :attr:`stopped`,
-    :attr:`commands_applied`, :attr:`commands_ignored` (arrived while stopped),
+    :attr:`commands_applied`, :attr:`commands_ignored` (arrived while stopped), :attr:`arming` (the
+    :class:`EpisodeArming`: the armed episode, commands ignored because not started), :attr:`stop_listener`,
     :attr:`commands_rejected` (refused by the gate), :attr:`commands_clamped` and
     :attr:`commands_rate_limited` (applied, but changed by the gate), :attr:`stale_holds` (holds
     because the stream went stale), :attr:`stop_events` (one ``(time.monotonic(),
@@ -135,6 +152,7 @@ class JointGroupNode(Node):
         self.commands_rate_limited = 0
         self.stale_holds = 0
         self.stop_events: list[tuple[float, float]] = []
+        self.arming = EpisodeArming()
         self._stopped = False
         self._status = (NodeState.HOLDING, "no command yet")  # (state, detail), replaced as a whole
         # Guards the device and the state: a command is checked against the stop and applied in one
@@ -151,13 +169,17 @@ class JointGroupNode(Node):
         self._stop_group = MutuallyExclusiveCallbackGroup()
         try:
             bring_up(device)
-        except DeviceError as exc:
+            device.hold(self._device_now())  # a (re)started driver holds where the joints are
+            self._status = (NodeState.HOLDING, "no episode started while this driver is up: holding the measured position")
+        except (DeviceError, ValueError) as exc:
             self._status = (NodeState.FAULT, str(exc))
             self.get_logger().error(f"{self.get_name()}: {exc}")
         self._command_sub = self.create_subscription(JointStateMsg, self.command_topic, self._on_command,
                                                      qos_command(), callback_group=io)
-        self._stop_subs = listen_for_stop(self, self.topics, self._on_stop, self._on_release,
-                                          callback_group=self._stop_group)
+        self._start_sub = self.create_subscription(String, self.topics.episode_start, self._on_episode_start,
+                                                   qos_episode_start(), callback_group=io)
+        self.stop_listener = listen_for_stop(self, self.topics, self._on_stop, self._on_release,
+                                             callback_group=self._stop_group)
         self._state_timer = self.create_timer(self.state_period_s, self._on_state_timer, callback_group=io)
         self._diag_timer = self.create_timer(DIAGNOSTICS_PERIOD_S, self._publish_diagnostics, callback_group=io,
                                              clock=Clock(clock_type=ClockType.STEADY_TIME))
@@ -193,6 +215,7 @@ class JointGroupNode(Node):
         now = self._device_now()
         with self._lock:
             self._stopped = True
+            self.arming.disarm()
             try:
                 self.device.hold(now)
             except DeviceError as exc:
@@ -212,15 +235,41 @@ class JointGroupNode(Node):
                 return
             self._stopped = False
             changed = (self._status[0] is NodeState.ESTOPPED
-                       and self._set_locked(NodeState.HOLDING, "safety stop released: holding until the next command"))
+                       and self._set_locked(NodeState.HOLDING,
+                                            "safety stop released: holding until the next episode start"))
         if changed:
             self._publish_diagnostics()
+
+    def _on_episode_start(self, msg: String) -> None:
+        with self._lock:
+            armed = self.arming.on_start(msg.data, self._stopped)
+        if armed:
+            self.get_logger().info(f"{self.topics.episode_start}: episode {msg.data!r} started: following its commands")
+        else:
+            self.get_logger().warning(f"{self.topics.episode_start}: episode {msg.data!r} ignored: "
+                                      + ("the safety stop is latched" if self._stopped else "no token"))
 
     def _on_command(self, msg: JointStateMsg) -> None:
         now = self._device_now()
         error = None
+        ignored = ""
         with self._lock:
             if self._stopped:
+                self.commands_ignored += 1
+                return
+            token = msg.header.frame_id
+            if not self.arming.accepts(token):
+                # not the started episode: the device keeps what it does (holding, or the started
+                # episode's last target); said once in the diagnostics while not following anything
+                ignored = self.arming.why_ignored(token)
+                changed = self._status[0] is NodeState.HOLDING and self._set_locked(NodeState.HOLDING, ignored)
+        if ignored:
+            self.get_logger().warning(f"{self.command_topic}: {ignored}", throttle_duration_sec=1.0)
+            if changed:
+                self._publish_diagnostics()
+            return
+        with self._lock:
+            if self._stopped or self.arming.armed != token:  # a stop came in between
                 self.commands_ignored += 1
                 return
             try:
@@ -295,7 +344,8 @@ class JointGroupNode(Node):
                   "commands_rejected": self.commands_rejected, "commands_clamped": self.commands_clamped,
                   "commands_rate_limited": self.commands_rate_limited, "stale_holds": self.stale_holds,
                   "gate": self._gate_mode(), "stops": len(self.stop_events),
-                  "joint_states": self.state_topic, "joint_commands": self.command_topic}
+                  "joint_states": self.state_topic, "joint_commands": self.command_topic,
+                  **self.arming.values(), **self.stop_listener.values()}
         with self._diag_lock:
             state, detail = self._status
             self._diag_pub.publish(diagnostics_msg(self.get_name(), state, self._now(), detail, values))

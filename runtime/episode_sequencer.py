@@ -34,7 +34,8 @@ EPISODE   ``episode_steps`` ticks of ``controller.targets(t, q44, obs[, efforts=
           last one commands the last targets again and reports ``done`` (the episode is judged
           after at least one control period under the last command); then IDLE, holding
 ESTOPPED  nothing, until :meth:`~EpisodeSequencer.release` (the caller's safety stop)
-FAULT     nothing; :meth:`~EpisodeSequencer.abort` put it here; the next start clears it
+FAULT     nothing; :meth:`~EpisodeSequencer.abort` put it here (also from IDLE: the hold is dropped); the
+          next start clears it, or :meth:`~EpisodeSequencer.clear_fault` (back to IDLE, nothing held)
 ========  ==============================================================================================
 
 Tick counts, when ``blend_s`` and ``settle_s`` are whole numbers of periods (the ends are float
@@ -242,6 +243,13 @@ class EpisodeSequencer:
     def release(self) -> None:
         """The stop was released: ESTOPPED -> IDLE (commanding nothing until the next start). No-op in other phases."""
         if self.phase is Phase.ESTOPPED:
+            self._enter(Phase.IDLE, self._t0)
+
+    def clear_fault(self) -> None:
+        """The caller's fault is over (e.g. the cell's joint states came back): FAULT -> IDLE,
+        commanding nothing (the hold was dropped by :meth:`abort`) until the next start. Keeps
+        :attr:`fault` (why the last episode ended) until then. No-op in other phases."""
+        if self.phase is Phase.FAULT:
             self._enter(Phase.IDLE, self._t0)
 
     # -- the tick --------------------------------------------------------------------------------

@@ -11,11 +11,32 @@ Inputs (names and QoS from :mod:`handover.runtime.ros_interface`):
   than ``world``, counts as "not found"); until one arrives the controller uses the configured
   start position;
 - ``/handover/estop`` and ``/handover/safety/latched`` through :func:`~handover.runtime.estop.listen_for_stop`.
+  The node starts stopped: it accepts no start before the safety node's ``false`` on the latch topic
+  (only the safety node's counts).
 
-Outputs: the four ``joint_commands`` (position targets, rad, names from the cell config),
-``/handover/policy/predicted_goal`` (world frame, m), ``/handover/policy/episode_done`` (UInt32,
-the episode number) and ``/diagnostics``. Service ``/handover/start`` (Trigger). Commands and
-predictions are stamped with their tick's deadline (node clock): the control step they belong to.
+Outputs: the four ``joint_commands`` (position targets, rad, names from the cell config; the
+episode's token in ``header.frame_id``), ``/handover/policy/predicted_goal`` (world frame, m),
+``/handover/policy/episode_start`` (String, the token ``"<instance id>/<episode n>"``, reliable,
+volatile: published when a start is accepted, before its first command),
+``/handover/policy/episode_done`` (UInt32, the episode number; only for an episode that ran to its
+end: the twin judges it), ``/handover/policy/episode_end`` (String, JSON, once per accepted start:
+``reason`` done / stopped / fault / cell lost and ``detail``, see
+:func:`~handover.runtime.ros_interface.episode_end_msg`) and ``/diagnostics``. Service
+``/handover/start`` (Trigger). Commands and predictions are stamped with their tick's deadline
+(node clock): the control step they belong to. The drivers follow only the commands of the episode
+whose start they received (:mod:`handover.runtime.episode_token`).
+
+Fail-safe outputs: every command is checked before it is published (44 finite values,
+:func:`~handover.runtime.episode_token.command_problem`), and the predicted goal too; a non-finite
+output, or an exception of the controller (outputs it refuses), aborts the episode: FAULT,
+nothing more is published for it, ``fault`` with the reason on ``/diagnostics`` and ``episode_end``.
+A NaN never leaves the node.
+
+Cell lost: when no joint state of any group arrived for ``cell_lost_s`` (default
+:data:`CELL_LOST_S`, wall clock), the node stops commanding on its next tick, in every phase
+(also IDLE, where it held the last targets: the hold is dropped), reports ``fault`` ("cell lost:
+no joint states for X s") and ends a running episode with ``cell lost``. When joint states come
+back it reports ``running`` again and is IDLE, commanding nothing until the next start.
 
 The control loop is one :class:`~handover.runtime.control_loop.PacedLoop` at the control period on
 the node's ROS clock (so it follows ``/clock`` under ``use_sim_time``), in its own thread; it is the
@@ -29,8 +50,9 @@ what its phase says:
 ========  ==============================================================================================
 phase     each tick
 ========  ==============================================================================================
-IDLE      nothing before the first episode and after a released stop; after an episode, the episode's
-          last targets again, so that the catcher keeps holding the object it caught
+IDLE      nothing before the first episode, after a released stop and after the cell was lost; after an
+          episode, the episode's last targets again with its token, so that the catcher keeps
+          holding the object it caught
 BLEND     from the positions measured when the start was accepted to the controller's reset targets
           on a minimum-jerk profile over ``blend_s`` (the first command is the measured position:
           no jump)
@@ -44,10 +66,11 @@ WARMUP    the reset targets; one dry policy step on the current inputs (result d
           the twin: the reference policy then drops the object in every episode)
 EPISODE   ``cfg.episode_steps`` ticks of ``controller.targets(t, q44, obs)``: the four joint commands
           and the predicted goal. The tick after the last one publishes the episode number on
-          ``episode_done`` (so the twin judges after at least one control period under the last
-          command, like the twin's own episodes) and the node goes back to IDLE, holding
-ESTOPPED  nothing (see below)
-FAULT     nothing; a new start clears the fault
+          ``episode_done`` and ``episode_end`` (done) (so the twin judges after at least one control
+          period under the last command, like the twin's own episodes) and the node goes back to
+          IDLE, holding
+ESTOPPED  nothing (see below); also from the node's start until the safety node's release
+FAULT     nothing; a new start clears the fault (the cell's return clears a "cell lost")
 ========  ==============================================================================================
 
 Safety stop: a ``true`` on the estop topic sets a flag in the callback (its own callback group);
@@ -58,8 +81,8 @@ after the release the node is IDLE and publishes nothing until the next start.
 Stale inputs (receive times on the node's clock) while an episode is under way (BLEND to EPISODE)
 are a fault: the episode is aborted and the diagnostics name the group. A group is stale when its
 newest joint state is more than ``stale_periods`` control periods (default 15) older than the newest
-of the other groups (its driver stopped), or when no group has delivered for more than
-:data:`SILENT_PERIODS` periods (the cell stopped). Relative to the other groups, so that a process
+of the other groups (its driver stopped); no group at all is the cell lost (above). Relative to the
+other groups, so that a process
 that stalls as a whole (a busy executor, a descheduled process) does not abort the episode; with
 the whole graph in one Python process on two cores shared with other work, single driver threads
 were still seen 0.1-0.3 s behind the others (the tests relax ``stale_periods`` for that).
@@ -91,7 +114,7 @@ from geometry_msgs.msg import PointStamped
 from rclpy.callback_groups import MutuallyExclusiveCallbackGroup, ReentrantCallbackGroup
 from rclpy.node import Node
 from sensor_msgs.msg import JointState
-from std_msgs.msg import UInt32
+from std_msgs.msg import String, UInt32
 from std_srvs.srv import Trigger
 
 from handover.drivers.object_tracker import ObjectObservation
@@ -99,6 +122,7 @@ from handover.runtime.cell_config import CellConfig
 from handover.runtime.contract import ContractSpec
 from handover.runtime.control_loop import PacedLoop, RosClock
 from handover.runtime.episode_sequencer import ACTIVE_PHASES, EpisodeSequencer, Phase, SequencerTick, min_jerk
+from handover.runtime.episode_token import CellWatch, command_problem, make_token, new_instance_id
 from handover.runtime.estop import listen_for_stop
 from handover.runtime.contract_state import ContractNoise
 from handover.runtime.policy_controller import PolicyController
@@ -111,11 +135,13 @@ from handover.runtime.ros_interface import (
     NodeState,
     Topics,
     diagnostics_msg,
+    episode_end_msg,
     joint_names,
     joint_state_msg,
     point_msg,
     positions_by_name,
     qos_command,
+    qos_episode_start,
     qos_events,
     qos_sensor,
     stamp_to_s,
@@ -126,7 +152,8 @@ __all__ = ["ACTIVE_PHASES", "KEYS", "NODE_NAME", "Phase", "PolicyNode", "min_jer
 NODE_NAME = "policy"
 KEYS = tuple((s, g) for s in SIDES for g in GROUPS)  # contract order: thrower arm, hand, catcher arm, hand
 STALE_PERIODS = 15.0  # default (0.75 s at 20 Hz): a group this many control periods behind the newest group is stale
-SILENT_PERIODS = 30.0  # no joint state from any group for this many control periods: all are stale
+CELL_LOST_S = 0.3  # s, wall clock: no joint state from any group for this long: the cell is lost
+# (the issue's bound is "stops commanding within 0.5 s": this plus one control period plus the loop's lateness)
 PLACE_TIMEOUT_S = 5.0  # wall-clock limit for the twin's answer to place_object
 
 
@@ -144,16 +171,22 @@ class PolicyNode(Node):
 
     ``blend_s``: duration of the blend to the reset pose (s, node clock); ``settle_s``: how long the
     reset pose is held after the object was placed (s); ``stale_periods``: how many control periods
-    a joint-state group may lag the newest one before it is stale. ``parameter_overrides``: e.g.
+    a joint-state group may lag the newest one before it is stale; ``cell_lost_s``: no joint state
+    from any group for this long (wall s) is the cell lost. ``parameter_overrides``: e.g.
     ``use_sim_time``. Call :meth:`start_loop` once the node spins; :meth:`stop_loop` (or
     ``destroy_node``) ends the loop for good.
 
     :attr:`phase` is the sequencer's (read from any thread); :attr:`fault` why the last episode was
-    aborted ("" until then, cleared by a start).
+    aborted ("" until then, cleared by a start); :attr:`cell_lost` why the cell counts as lost ("" while
+    joint states arrive); :attr:`instance_id` (this node's part of the episode tokens);
+    :attr:`episode_ends` (every ``episode_end`` sent, as dicts); :attr:`last_command_perf`
+    (``time.perf_counter()`` of the last command published, or None) and :attr:`last_state_perf`
+    (of the newest joint state received).
     """
 
     def __init__(self, cfg: CellConfig, networks: PolicyNetworks, *, context=None, blend_s: float = 1.0,
-                 settle_s: float = 0.5, stale_periods: float = STALE_PERIODS, parameter_overrides=None):
+                 settle_s: float = 0.5, stale_periods: float = STALE_PERIODS, cell_lost_s: float = CELL_LOST_S,
+                 parameter_overrides=None):
         super().__init__(NODE_NAME, context=context, parameter_overrides=parameter_overrides)
         if not (math.isfinite(blend_s) and blend_s > 0):
             raise ValueError(f"PolicyNode: blend_s must be a positive number of seconds, got {blend_s!r}")
@@ -161,13 +194,18 @@ class PolicyNode(Node):
             raise ValueError(f"PolicyNode: settle_s must be >= 0 s, got {settle_s!r}")
         if not (math.isfinite(stale_periods) and stale_periods >= 1):
             raise ValueError(f"PolicyNode: stale_periods must be >= 1 control period, got {stale_periods!r}")
+        if not (math.isfinite(cell_lost_s) and cell_lost_s > 0):
+            raise ValueError(f"PolicyNode: cell_lost_s must be a positive number of seconds, got {cell_lost_s!r}")
         self.cfg = cfg
         self.topics = Topics.from_config(cfg)
         self.period_s = cfg.control_period_s
         self.blend_s = float(blend_s)
         self.settle_s = float(settle_s)
         self.stale_s = float(stale_periods) * self.period_s
-        self.silent_s = max(SILENT_PERIODS, float(stale_periods)) * self.period_s
+        self.instance_id = new_instance_id()
+        self.episode_ends: list[dict] = []
+        self.last_command_perf: Optional[float] = None
+        self.last_state_perf: Optional[float] = None
         spec = ContractSpec.from_config(cfg)
         noise = ContractNoise(history=cfg.history_noise)  # as the original adds it always (contract document)
         self.controller = PolicyController(spec, networks, cfg.goal.center, cfg.object.start_position, noise)
@@ -176,6 +214,7 @@ class PolicyNode(Node):
         self._seq = EpisodeSequencer(self.controller, self._dry, period_s=self.period_s,
                                      episode_steps=cfg.episode_steps, blend_s=self.blend_s, settle_s=self.settle_s)
         self.names = {k: joint_names(cfg, *k) for k in KEYS}
+        self._all_names = [n for k in KEYS for n in self.names[k]]
 
         # -- inputs (executor threads write, the loop reads; guarded by _lock) --------------------
         self._lock = threading.Lock()
@@ -184,8 +223,11 @@ class PolicyNode(Node):
         self._input_errors: dict[str, str] = {}  # topic -> last rejected message's problem
         self._start_requested = False
         self._episode = 0  # number of the current/last accepted episode
+        self._token = ""  # its token (make_token)
         self._stopped = threading.Event()  # the stop is latched: checked before every command publish
+        self._stopped.set()  # until the safety node releases it
         self._stops = 0  # stops seen (the loop aborts when this changes)
+        self._cell = CellWatch(float(cell_lost_s))  # the loop thread checks it; others read .lost
 
         sensors = ReentrantCallbackGroup()
         self._subs = [
@@ -193,8 +235,8 @@ class PolicyNode(Node):
                                      callback_group=sensors) for k in KEYS]
         self._subs.append(self.create_subscription(PointStamped, self.topics.object_position, self._on_object,
                                                    qos_sensor(), callback_group=sensors))
-        self._subs += listen_for_stop(self, self.topics, self._on_stop, self._on_release,
-                                      callback_group=MutuallyExclusiveCallbackGroup())
+        self.stop_listener = listen_for_stop(self, self.topics, self._on_stop, self._on_release,
+                                             callback_group=MutuallyExclusiveCallbackGroup(), initially_stopped=True)
         self._start_srv = self.create_service(Trigger, self.topics.start, self._on_start,
                                               callback_group=MutuallyExclusiveCallbackGroup())
         self._place_client = self.create_client(Trigger, self.topics.twin_place_object,
@@ -204,6 +246,8 @@ class PolicyNode(Node):
         self._cmd_pubs = {k: self.create_publisher(JointState, self.topics.joint_commands[k], qos_command()) for k in KEYS}
         self._goal_pub = self.create_publisher(PointStamped, self.topics.predicted_goal, qos_command())
         self._done_pub = self.create_publisher(UInt32, self.topics.episode_done, qos_events())
+        self._start_pub = self.create_publisher(String, self.topics.episode_start, qos_episode_start())
+        self._end_pub = self.create_publisher(String, self.topics.episode_end, qos_events())
         self._diag_pub = self.create_publisher(DiagnosticArray, self.topics.diagnostics, qos_events())
         self._diag_lock = threading.Lock()
         self._diag_timer = self.create_timer(1.0, self._publish_diagnostics, callback_group=MutuallyExclusiveCallbackGroup())
@@ -214,6 +258,8 @@ class PolicyNode(Node):
         self._thread: Optional[threading.Thread] = None
         self._shutdown = threading.Event()
         self._fault_episode = 0  # the episode the sequencer's fault belongs to
+        self._cmd_token = ""  # the token the commands carry: the begun episode's
+        self._ended = 0  # the last episode whose end was published
         self._seen_stops = 0
         self._reported_phase = self.phase  # the phase the diagnostics last reported
         self._place_future = None  # the pending place_object call, if any
@@ -235,6 +281,11 @@ class PolicyNode(Node):
         (cleared by the next start)."""
         fault = self._seq.fault
         return f"episode {self._fault_episode} {fault}" if fault else ""
+
+    @property
+    def cell_lost(self) -> str:
+        """Why the cell counts as lost ("cell lost: no joint states for X s ..."), "" while it is there."""
+        return self._cell.lost
 
     # ------------------------------------------------------------------------------------------
     # lifecycle
@@ -291,6 +342,7 @@ class PolicyNode(Node):
             entry = _GroupInput(position, effort, stamp_to_s(msg.header.stamp), received, self._clock.now())
             with self._lock:
                 self._joints[key] = entry
+                self.last_state_perf = received
         return callback
 
     def _on_object(self, msg) -> None:
@@ -334,7 +386,10 @@ class PolicyNode(Node):
 
     def _request_start(self) -> tuple[bool, str]:
         if self._stopped.is_set():
-            return False, f"refused: the safety stop is latched; release it ({self.topics.estop} false, then {self.topics.estop_reset})"
+            return False, (f"refused: the safety stop is latched (or the safety node has not released it since this node "
+                           f"started); release it ({self.topics.estop} false, then {self.topics.estop_reset})")
+        if self._cell.lost:
+            return False, f"refused: {self._cell.lost}"
         now = self._clock.now()
         with self._lock:
             if self._start_requested:
@@ -351,8 +406,12 @@ class PolicyNode(Node):
             self._start_requested = True
             self._episode += 1
             n = self._episode
-        return True, (f"accepted: episode {n} starts on the next tick: blend to the reset pose over {self.blend_s:g} s, "
-                      f"place the object, settle {self.settle_s:g} s, then {self.cfg.episode_steps} policy steps")
+            self._token = token = make_token(self.instance_id, n)
+        # announced before the first command (that comes on the next tick): the drivers arm on it
+        self._start_pub.publish(String(data=token))
+        return True, (f"accepted: episode {n} ({token}) starts on the next tick: blend to the reset pose over "
+                      f"{self.blend_s:g} s, place the object, settle {self.settle_s:g} s, then "
+                      f"{self.cfg.episode_steps} policy steps")
 
     # ------------------------------------------------------------------------------------------
     # the control loop (loop thread)
@@ -367,17 +426,35 @@ class PolicyNode(Node):
             self._start_requested = False
             joints = dict(self._joints)
             obs = self._object
+            episode, token = self._episode, self._token
         try:
+            newest = max((e.received_perf for e in joints.values()), default=None)
+            lost, lost_changed = self._cell.check(newest, time.perf_counter())
             if self._stopped.is_set() or stops != self._seen_stops:
                 self._seen_stops = stops
                 self._place_future = None
                 if start:
-                    self.get_logger().warning(f"episode {self._episode} not started: the safety stop came first")
+                    self.get_logger().warning(f"episode {episode} not started: the safety stop came first")
+                    self._end(episode, token, "stopped", "the safety stop came before the episode began")
+                elif self._seq.active:
+                    self._end(self._episode, self._cmd_token, "stopped",
+                              f"the safety stop latched in phase {self.phase.value}")
                 self._seq.stop(latched=self._stopped.is_set())
+                if lost_changed:
+                    self._report_cell(lost)
                 return
             self._seq.release()  # a released stop: idle
+            if lost:
+                if lost_changed:
+                    self._lose_cell(lost)
+                if start:
+                    self._end(episode, token, "cell lost", lost)
+                return
+            if lost_changed:
+                self._seq.clear_fault()  # back to idle, nothing held: a new start is needed
+                self._report_cell(lost)
             if start:
-                self._begin(joints, deadline)
+                self._begin(joints, deadline, episode, token)
             if self._seq.active:
                 stale = self._stale(joints, self._clock.now())
                 if stale:
@@ -390,13 +467,11 @@ class PolicyNode(Node):
             self._report_phase()
 
     def _stale(self, joints: dict, now: float) -> str:
-        """Why the joint states are stale (see the module docstring), or "" if they are fresh."""
+        """Why the joint states are stale (one group behind the others, see the module docstring),
+        or "" if they are fresh. (No group at all: the cell is lost, :class:`CellWatch`.)"""
         ages = {key: now - e.received_clock for key, e in joints.items()}
         newest_key = min(ages, key=ages.get)
         newest = ages[newest_key]
-        if newest > self.silent_s:
-            return (f"no joint states from any group for {newest:.3f} s "
-                    f"(limit {self.silent_s:.3f} s = {self.silent_s / self.period_s:g} periods)")
         (s, g), age = max(ages.items(), key=lambda item: item[1])
         if age - newest > self.stale_s:
             return (f"joint states of {s}/{g} ({self.topics.joint_states[(s, g)]}) are stale: last {age:.3f} s ago, "
@@ -411,7 +486,8 @@ class PolicyNode(Node):
             self._publish_diagnostics()
 
     def _fail(self, reason: str) -> None:
-        """Abort the episode (FAULT): ``reason`` goes to the sequencer, the log and the diagnostics."""
+        """Abort the episode (FAULT): ``reason`` goes to the sequencer, the log, the diagnostics and
+        ``episode_end``."""
         self._fault_episode = self._episode
         self._seq.abort(reason)
         self._after_fault()
@@ -419,16 +495,47 @@ class PolicyNode(Node):
     def _after_fault(self) -> None:
         self._place_future = None
         self.get_logger().error(self.fault)
+        self._end(self._episode, self._cmd_token, "fault", self.fault)
 
-    def _begin(self, joints, deadline: float) -> None:
+    def _lose_cell(self, lost: str) -> None:
+        """The cell is lost: stop commanding (abort a running episode, drop the idle hold), say so."""
+        self._place_future = None
+        if self._seq.active:
+            self._end(self._episode, self._cmd_token, "cell lost", lost)
+            self._fault_episode = self._episode
+            self._seq.abort(lost)
+        elif self.phase is Phase.IDLE:
+            self._seq.stop(latched=False)  # IDLE, nothing held
+        self._report_cell(lost)
+
+    def _report_cell(self, lost: str) -> None:
+        if lost:
+            self.get_logger().error(f"{lost}: no more commands; a new start is needed when the joint states come back")
+        else:
+            self.get_logger().warning("the cell's joint states are back: idle, commanding nothing until the next start")
+        self._publish_diagnostics()
+
+    def _end(self, episode: int, token: str, reason: str, detail: str = "") -> None:
+        """Publish ``episode_end`` for ``episode`` (once per episode; later calls are ignored)."""
+        if episode <= self._ended:
+            return
+        self._ended = episode
+        msg = episode_end_msg(episode, token, reason, detail)
+        self.episode_ends.append({"episode": episode, "token": token, "reason": reason, "detail": detail})
+        self._end_pub.publish(msg)
+        self.get_logger().info(f"episode {episode} ended: {reason}" + (f": {detail}" if detail else ""))
+
+    def _begin(self, joints, deadline: float, episode: int, token: str) -> None:
         goal = self.cfg.goal.draw(self._goal_rng)
         for c in (self.controller, self._dry):
             c.set_goal(goal)
         ok, why = self._seq.start(deadline, np.concatenate([joints[k].position for k in KEYS]))
         if ok:  # (the sequencer cleared the fault)
             self._place_future = None
+            self._cmd_token = token
         else:
-            self.get_logger().warning(f"episode {self._episode} not started: {why}")
+            self.get_logger().warning(f"episode {episode} not started: {why}")
+            self._end(episode, token, "fault", f"not started: {why}")
 
     def _request_place(self) -> None:
         """The sequencer asks for the object: ``/handover/twin/place_object`` if it is served (only the
@@ -456,7 +563,7 @@ class PolicyNode(Node):
         if res is None or not res.success:
             self._fault_episode = self._episode
             self._seq.placed(False, f"{self.topics.twin_place_object}: {'no response' if res is None else res.message}")
-            self._after_fault()
+            self._after_fault()  # (ends the episode: fault)
             return False
         self._seq.placed(True, res.message)
         return True
@@ -486,10 +593,16 @@ class PolicyNode(Node):
 
     def _publish(self, out: SequencerTick, joints: dict, compute_s: float) -> None:
         """The tick's commands, predicted goal and episode end, as the sequencer says. (The end is
-        reported even if a stop silenced its commands, as before the sequencer.)"""
+        reported even if a stop silenced its commands, as before the sequencer.) A non-finite
+        predicted goal aborts the episode before anything of the tick is published."""
+        if out.result is not None:
+            problem = command_problem(np.asarray(out.result.predicted_goal_world, dtype=float).ravel())
+            if problem:
+                self._fail(f"the predicted goal is not finite: {problem}")
+                return
         if out.targets is not None:
             sent_all = self._publish_commands(out.targets)
-            if not sent_all and not out.done:
+            if self._seq.phase is Phase.FAULT or (not sent_all and not out.done):
                 return
             if sent_all and out.step is not None:  # a policy step: timing records
                 sent = time.perf_counter()
@@ -500,20 +613,28 @@ class PolicyNode(Node):
             self._goal_pub.publish(point_msg(self._deadline, out.result.predicted_goal_world))
         if out.done:
             self._done_pub.publish(UInt32(data=self._episode))
+            self._end(self._episode, self._cmd_token, "done")
             self.get_logger().info(f"episode {self._episode} done ({self.cfg.episode_steps} steps); holding the last targets")
 
     def _publish_commands(self, targets: np.ndarray) -> bool:
-        """The four joint commands of 44 targets (contract order, rad). Returns False (and publishes
-        nothing more) as soon as the stop is latched: checked right before each publish."""
-        stamp = self._deadline
+        """The four joint commands of 44 targets (contract order, rad), with the episode's token.
+        Returns False (and publishes nothing more) as soon as the stop is latched: checked right
+        before each publish. Targets that are not 44 finite numbers are never published: the
+        episode is aborted (:meth:`_fail`) and nothing of the tick goes out."""
+        problem = command_problem(targets, self._all_names)
+        if problem:
+            self._fail(f"refused to publish a joint command: {problem}")
+            return False
+        stamp, token = self._deadline, self._cmd_token
         i = 0
         for key in KEYS:
             names = self.names[key]
-            msg = joint_state_msg(names, stamp, targets[i:i + len(names)])
+            msg = joint_state_msg(names, stamp, targets[i:i + len(names)], frame_id=token)
             i += len(names)
             if self._stopped.is_set():
                 return False
             self._cmd_pubs[key].publish(msg)
+            self.last_command_perf = time.perf_counter()
         return True
 
     # ------------------------------------------------------------------------------------------
@@ -522,7 +643,10 @@ class PolicyNode(Node):
 
     def _state(self) -> tuple[NodeState, str]:
         if self._stopped.is_set():
-            return NodeState.ESTOPPED, "the safety stop is latched; no commands"
+            return NodeState.ESTOPPED, ("the safety stop is latched (or not yet released by the safety node since "
+                                        "this node started); no commands")
+        if self._cell.lost:
+            return NodeState.FAULT, self._cell.lost
         phase = self.phase
         if phase is Phase.FAULT:
             return NodeState.FAULT, self.fault
@@ -536,8 +660,13 @@ class PolicyNode(Node):
         """Publish the state now (the 1 Hz timer, and every change)."""
         state, detail = self._state()
         stats = self._loop.stats
-        values = {"phase": self.phase.value, "episode": self._episode, "overruns": stats.overruns,
-                  "skipped": stats.skipped, "wakeups": len(stats.wakeups)}
+        values = {"phase": self.phase.value, "episode": self._episode, "episode_token": self._token,
+                  "overruns": stats.overruns, "skipped": stats.skipped, "wakeups": len(stats.wakeups),
+                  **self.stop_listener.values()}
+        if self.episode_ends:
+            end = self.episode_ends[-1]
+            values["last_episode_end"] = f"episode {end['episode']}: {end['reason']}" + (
+                f": {end['detail']}" if end["detail"] else "")
         with self._lock:
             values.update({f"input error {t}": p for t, p in self._input_errors.items()})
         with self._diag_lock:

@@ -12,16 +12,28 @@ name                                       type                            QoS  
 /handover/policy/predicted_goal            geometry_msgs/PointStamped      reliable, keep last 1        control rate
 /handover/estop                            std_msgs/Bool                   reliable, transient local    on event
 /handover/safety/latched                   std_msgs/Bool                   reliable, transient local    on change
+/handover/policy/episode_start             std_msgs/String (token)         reliable, keep last 10,      per start
+                                                                           volatile
 /handover/policy/episode_done              std_msgs/UInt32                 reliable, keep last 10       per episode
+/handover/policy/episode_end               std_msgs/String (JSON)          reliable, keep last 10       per episode
 /handover/twin/outcome                     std_msgs/String                 reliable, keep last 10       per episode
 /diagnostics                               diagnostic_msgs/DiagnosticArray reliable, keep last 10       1 Hz + changes
 /clock                                     rosgraph_msgs/Clock             best effort, keep last 1     twin step (not real time)
 =========================================  ==============================  ===========================  ===========
 
+The latch topic is written only by the safety node, which starts latched; ``true`` from anyone
+stops, ``false`` releases only when the safety node is its only publisher (:mod:`handover.runtime.estop`).
+
 Services (std_srvs/Trigger): ``/handover/start`` (policy node), ``/handover/estop/reset`` (safety
 node), ``/handover/twin/place_object`` (twin node: the object back at its start, like an operator).
 
-Joint commands carry position targets (rad) in ``position``, names as in the cell config. Joint
+Joint commands carry position targets (rad) in ``position``, names as in the cell config, and the
+episode they belong to in ``header.frame_id`` (the token ``"<policy instance id>/<episode n>"``,
+:mod:`handover.runtime.episode_token`); a driver follows only the tokens of the episode whose start
+it received on ``episode_start`` while it was up. ``episode_end`` says why each started episode
+ended: JSON ``{"episode": n, "token": ..., "reason": "done"|"stopped"|"fault"|"cell lost",
+"detail": ...}`` (:func:`episode_end_msg`), once per episode; ``episode_done`` (the episode
+number) is sent only for ``done``, for the twin's judgement. Joint
 states carry position (rad), velocity (rad/s) and effort (N*m) where measured (empty otherwise).
 Stamps are the time of the measurement on the node's clock (sim time under ``use_sim_time``).
 """
@@ -40,6 +52,9 @@ SIDES = ("thrower", "catcher")
 GROUPS = ("arm", "hand")
 SAFETY_LATCHED_TOPIC = "/handover/safety/latched"
 EPISODE_DONE_TOPIC = "/handover/policy/episode_done"
+EPISODE_START_TOPIC = "/handover/policy/episode_start"
+EPISODE_END_TOPIC = "/handover/policy/episode_end"
+EPISODE_END_REASONS = ("done", "stopped", "fault", "cell lost")
 TWIN_OUTCOME_TOPIC = "/handover/twin/outcome"
 TWIN_PLACE_OBJECT_SERVICE = "/handover/twin/place_object"
 DIAGNOSTICS_TOPIC = "/diagnostics"
@@ -59,6 +74,8 @@ class Topics:
     estop_reset: str
     safety_latched: str = SAFETY_LATCHED_TOPIC
     episode_done: str = EPISODE_DONE_TOPIC
+    episode_start: str = EPISODE_START_TOPIC
+    episode_end: str = EPISODE_END_TOPIC
     twin_outcome: str = TWIN_OUTCOME_TOPIC
     twin_place_object: str = TWIN_PLACE_OBJECT_SERVICE
     diagnostics: str = DIAGNOSTICS_TOPIC
@@ -112,6 +129,15 @@ def qos_latched(depth: int = 1):
                       durability=DurabilityPolicy.TRANSIENT_LOCAL)
 
 
+def qos_episode_start():
+    """Episode start announcements: reliable, keep last 10 and VOLATILE on purpose: a driver that
+    starts later must never learn of an episode that is already running."""
+    from rclpy.qos import DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPolicy
+
+    return QoSProfile(depth=10, history=HistoryPolicy.KEEP_LAST, reliability=ReliabilityPolicy.RELIABLE,
+                      durability=DurabilityPolicy.VOLATILE)
+
+
 def qos_events():
     """Episode events, outcomes and diagnostics: reliable, a short history."""
     from rclpy.qos import HistoryPolicy, QoSProfile, ReliabilityPolicy
@@ -136,12 +162,14 @@ def s_to_stamp(t: float):
     return Time(sec=ns // 1_000_000_000, nanosec=ns % 1_000_000_000)
 
 
-def joint_state_msg(names: Sequence[str], stamp_s: float, position, velocity=None, effort=None):
-    """A ``sensor_msgs/JointState``; velocity and effort are left empty when not measured."""
+def joint_state_msg(names: Sequence[str], stamp_s: float, position, velocity=None, effort=None, frame_id: str = ""):
+    """A ``sensor_msgs/JointState``; velocity and effort are left empty when not measured.
+    ``frame_id``: a joint command's episode token (empty for joint states)."""
     from sensor_msgs.msg import JointState
 
     msg = JointState()
     msg.header.stamp = s_to_stamp(stamp_s)
+    msg.header.frame_id = frame_id
     msg.name = list(names)
     msg.position = [float(v) for v in position]
     msg.velocity = [] if velocity is None else [float(v) for v in velocity]
@@ -171,6 +199,32 @@ def positions_by_name(msg, names: Sequence[str], topic: str) -> np.ndarray:
     if missing:
         raise MessageError(f"{topic}: joints {missing} missing (got {list(msg.name)})")
     return np.array([msg.position[index[n]] for n in names], dtype=float)
+
+
+def episode_end_msg(episode: int, token: str, reason: str, detail: str = ""):
+    """The ``std_msgs/String`` for ``episode_end``: JSON with ``episode``, ``token``, ``reason``
+    (one of :data:`EPISODE_END_REASONS`) and ``detail`` (why, for stop, fault and cell lost)."""
+    import json
+
+    from std_msgs.msg import String
+
+    if reason not in EPISODE_END_REASONS:
+        raise ValueError(f"episode_end_msg: reason {reason!r}: expected one of {', '.join(EPISODE_END_REASONS)}")
+    return String(data=json.dumps({"episode": int(episode), "token": token, "reason": reason, "detail": detail}))
+
+
+def parse_episode_end(msg) -> dict:
+    """The dict of an ``episode_end`` message; raises :class:`MessageError` if it is not one."""
+    import json
+
+    try:
+        d = json.loads(msg.data)
+        ok = isinstance(d, dict) and d.get("reason") in EPISODE_END_REASONS and isinstance(d.get("episode"), int)
+    except (TypeError, ValueError):
+        ok = False
+    if not ok:
+        raise MessageError(f"{EPISODE_END_TOPIC}: not an episode end: {msg.data!r}")
+    return d
 
 
 def point_msg(stamp_s: float, xyz, frame: str = WORLD_FRAME):

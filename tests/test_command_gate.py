@@ -328,7 +328,9 @@ def driver(ros_context):
     from handover.drivers.joint_group import JointGroupInfo
     from handover.drivers.joint_group_node import JointGroupNode
     from handover.drivers.mirror import MirrorJointGroup
-    from handover.runtime.ros_interface import Topics, joint_state_msg, qos_command, qos_events
+    from std_msgs.msg import String
+
+    from handover.runtime.ros_interface import Topics, joint_state_msg, qos_command, qos_episode_start, qos_events
 
     topics = Topics.from_config(CFG)
     started = []
@@ -361,12 +363,18 @@ def driver(ros_context):
             with lock:
                 diagnostics.extend((s.values[0].value, s.message) for s in msg.status if s.name == node.get_name())
         probe.create_subscription(DiagnosticArray, topics.diagnostics, on_diag, qos_events())
+        start_pub = probe.create_publisher(String, topics.episode_start, qos_episode_start())
         spin(node)
         spin(probe)
         wait_for(lambda: pub.get_subscription_count() >= 1, "the command subscriber")
+        # a driver follows only the commands of an episode whose start it received while up
+        wait_for(lambda: start_pub.get_subscription_count() >= 1, "the episode start subscriber")
+        token = "gate_probe/1"
+        start_pub.publish(String(data=token))
+        wait_for(lambda: node.arming.armed == token, "the driver armed for the probe's episode")
 
         def publish(names, targets):
-            pub.publish(joint_state_msg(names, 0.0, targets))
+            pub.publish(joint_state_msg(names, 0.0, targets, frame_id=token))
 
         def diag():
             with lock:

@@ -96,6 +96,12 @@ def test_stop_mid_throw_over_dds(graph):
     from std_msgs.msg import Bool
 
     w = Watcher(graph)
+    # the safety node starts latched: release it first, as the operator does (estop false, then reset)
+    w.estop_pub.publish(Bool(data=False))
+    deadline = time.monotonic() + 10
+    while not (res := w.call(w.reset)).success:
+        assert time.monotonic() < deadline, res.message
+        time.sleep(0.1)
     deadline = time.monotonic() + 10
     while not (res := w.call(w.start)).success:  # the graph needs a moment to discover itself
         assert time.monotonic() < deadline, res.message

@@ -1,13 +1,18 @@
 """The policy node and the twin node over real DDS (localhost, a private domain: see conftest).
 
 The cell: the twin node (physics in real time, or on ``/clock``), the four joint-group drivers and
-the object tracker serving the twin's devices, the policy node with the shipped reference bundle,
-and a probe node that plays the operator and records what goes over the wire.
+the object tracker serving the twin's devices, the safety node (it starts latched: the probe
+releases it like the operator), the policy node with the shipped reference bundle, and a probe node
+that plays the operator and records what goes over the wire.
+
+Also the policy's fail-safe behaviour: a bundle whose actor outputs NaN (a real ONNX model) aborts
+the episode without a NaN command; a cell that stops publishing joint states is "lost" within 0.5 s.
 """
 
 from __future__ import annotations
 
 import json
+import shutil
 import sys
 import threading
 import time
@@ -33,7 +38,16 @@ from handover.runtime.cell_config import load_cell_config  # noqa: E402
 from handover.runtime.contract import ContractSpec  # noqa: E402
 from handover.runtime.policy_networks import PolicyNetworks  # noqa: E402
 from handover.runtime.policy_node import PolicyNode  # noqa: E402
-from handover.runtime.ros_interface import GROUPS, SIDES, Topics, qos_events, qos_latched, stamp_to_s  # noqa: E402
+from handover.runtime.ros_interface import (  # noqa: E402
+    GROUPS,
+    SIDES,
+    Topics,
+    parse_episode_end,
+    qos_events,
+    qos_latched,
+    stamp_to_s,
+)
+from handover.runtime.safety_node import SafetyNode  # noqa: E402
 from handover.sim_twin.twin_node import TwinNode  # noqa: E402
 
 CFG = load_cell_config()
@@ -69,7 +83,7 @@ class _Probe:
         self.topics = t = Topics.from_config(CFG)
         self.lock = threading.Lock()
         self.commands = {k: [] for k in KEYS}  # (t, (stamp s, positions, DDS receive time: time.time_ns()))
-        self.goals, self.done, self.outcomes, self.diagnostics = [], [], [], []
+        self.goals, self.done, self.outcomes, self.diagnostics, self.ends = [], [], [], [], []
         n = self.node
         for k in KEYS:
             n.create_subscription(JointState, t.joint_commands[k], self._rec_command(self.commands[k]), DEEP)
@@ -78,11 +92,12 @@ class _Probe:
                               DEEP)
         n.create_subscription(UInt32, t.episode_done, self._rec(self.done, lambda m: m.data), qos_events())
         n.create_subscription(String, t.twin_outcome, self._rec(self.outcomes, lambda m: json.loads(m.data)), qos_events())
+        n.create_subscription(String, t.episode_end, self._rec(self.ends, parse_episode_end), qos_events())
         n.create_subscription(DiagnosticArray, t.diagnostics,
                               self._rec(self.diagnostics, lambda m: (m.status[0].name, m.status[0].message)), qos_events())
         self.start_client = n.create_client(Trigger, t.start)
+        self.reset_client = n.create_client(Trigger, t.estop_reset)
         self.estop_pub = n.create_publisher(Bool, t.estop, qos_latched())
-        self.latched_pub = n.create_publisher(Bool, t.safety_latched, qos_latched())
 
     def _rec_command(self, into: list):
         def callback(msg, info):
@@ -103,6 +118,19 @@ class _Probe:
         future = self.start_client.call_async(Trigger.Request())
         wait_for(future.done, 5.0, "the answer of /handover/start")
         return future.result()
+
+    def reset(self):
+        assert self.reset_client.wait_for_service(timeout_sec=5.0), "the safety node's reset service did not appear"
+        future = self.reset_client.call_async(Trigger.Request())
+        wait_for(future.done, 5.0, "the answer of /handover/estop/reset")
+        return future.result()
+
+    def release(self, policy, timeout: float = 5.0) -> None:
+        """The operator's release of the latch: estop false, then the reset until accepted; waits
+        until the policy saw it."""
+        self.estop_pub.publish(Bool(data=False))
+        wait_for(lambda: self.reset().success, timeout, "the reset to be accepted", poll=0.1)
+        wait_for(lambda: not policy.stop_listener.rules.stopped, timeout, "the policy to see the release")
 
     def start_until_accepted(self, timeout: float = 5.0):
         deadline = time.monotonic() + timeout
@@ -149,6 +177,7 @@ class _Cell:
         self.executors, self.threads = [], []
         self._spin(self.shared, "cell")
         self.twin = self.add(TwinNode(CFG, context=context, real_time=real_time, speed=speed, seed=1))
+        self.safety = self.add(SafetyNode(CFG, context=context))  # steady clock only: no /clock subscription
         self.probe = _Probe(context)
         self.add(self.probe.node)
 
@@ -179,12 +208,19 @@ class _Cell:
         """Stop spinning ``node`` (a driver that hangs: its timers stop, nothing is published)."""
         self.shared.remove_node(node)
 
-    def add_policy(self, networks, **kw):
+    def revive(self, node) -> None:
+        """Spin a silenced node again."""
+        self.shared.add_node(node)
+
+    def add_policy(self, networks, release: bool = True, **kw):
+        """The policy node; ``release``: then release the safety node's initial latch, as the operator does."""
         executor = MultiThreadedExecutor(num_threads=2, context=self.context)
         self._spin(executor, "policy")
         self.policy = self.add(PolicyNode(CFG, networks, context=self.context, parameter_overrides=self.params, **kw),
                                executor)
         self.policy.start_loop()
+        if release:
+            self.probe.release(self.policy)
         return self.policy
 
     def close(self):
@@ -343,11 +379,25 @@ def test_an_estop_mid_episode_silences_the_commands_within_one_period(cell_facto
     assert not res.success and "latched" in res.message, res.message
     wait_for(lambda: any(m.startswith("estopped") for m in cell.probe.diag_of("policy")), 2.0, "estopped diagnostics")
 
-    # Released (estop false, then the safety node's latch false): idle, and silent until the next start.
+    ends = wait_for(lambda: cell.probe.ends, 2.0, "the end of the episode")
+    assert ends[0][1]["reason"] == "stopped" and ends[0][1]["episode"] == 1, ends
+
+    # A false on the latch topic from anyone but the safety node releases nothing.
     n_before = len(times)
+    # (a node of its own, never spun: destroying it later cannot pull anything from under an executor)
+    rogue = Node("rogue", context=cell.context)
+    rogue_pub = rogue.create_publisher(Bool, cell.probe.topics.safety_latched, qos_latched())
     cell.probe.estop_pub.publish(Bool(data=False))
-    time.sleep(0.05)
-    cell.probe.latched_pub.publish(Bool(data=False))
+    wait_for(lambda: rogue_pub.get_subscription_count() >= 3, 5.0, "the latch subscribers (policy, drivers)")
+    rogue_pub.publish(Bool(data=False))
+    wait_for(lambda: policy.stop_listener.rules.releases_refused >= 1, 2.0, "the rogue release to be refused")
+    assert policy.phase.value == "estopped" and not cell.probe.start().success
+    # Released by the safety node's reset (the rogue gone first: while it is on the topic every
+    # release is refused): idle, and silent until the next start.
+    rogue.destroy_node()
+    wait_for(lambda: not any(i.node_name == "rogue" for i in policy.get_publishers_info_by_topic(policy.topics.safety_latched)),
+             5.0, "the rogue gone from the graph")
+    assert cell.probe.reset().success
     wait_for(lambda: policy.phase.value == "idle", 2.0, "idle after the release")
     time.sleep(0.2)
     assert cell.probe.commands44()[0].size == n_before
@@ -393,3 +443,101 @@ def test_a_twin_on_sim_time_drives_every_clock_through_clock(cell_factory, netwo
     _, stamps, _ = cell.probe.commands44()
     assert stamps.max() < cell.twin.sim_time + PERIOD  # commands are stamped in sim time
     print(f"\nsim time: outcome {outcome}")
+
+
+# -- the policy fails safe (issue 11, point 6) ---------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def nan_networks(tmp_path_factory):
+    """The reference bundle with its thrower actor replaced by a real ONNX model of the same
+    interface (obs (batch, 450) -> action (batch, 22), same opset) whose output is NaN: a broken
+    export or a diverged training run, as the policy would load it."""
+    import onnx
+    from onnx import TensorProto, helper
+
+    folder = tmp_path_factory.mktemp("nan_bundle") / "bundle"
+    shutil.copytree(CFG.models.bundle, folder)
+    original = onnx.load(str(folder / "thrower_actor.onnx"))
+    weights = helper.make_tensor("w", TensorProto.FLOAT, [450, 22], np.zeros(450 * 22, dtype=np.float32))
+    bias = helper.make_tensor("b", TensorProto.FLOAT, [22], np.full(22, np.nan, dtype=np.float32))
+    graph = helper.make_graph(
+        [helper.make_node("MatMul", ["obs", "w"], ["h"]), helper.make_node("Add", ["h", "b"], ["action"])],
+        "nan_actor",
+        [helper.make_tensor_value_info("obs", TensorProto.FLOAT, ["batch", 450])],
+        [helper.make_tensor_value_info("action", TensorProto.FLOAT, ["batch", 22])],
+        initializer=[weights, bias])
+    model = helper.make_model(graph, opset_imports=list(original.opset_import))
+    model.ir_version = original.ir_version
+    onnx.checker.check_model(model)
+    onnx.save(model, str(folder / "thrower_actor.onnx"))
+    return PolicyNetworks.load(folder, warmup=2)
+
+
+def test_a_nan_emitting_actor_aborts_the_episode_and_never_publishes_nan(cell_factory, nan_networks):
+    cell = cell_factory()
+    cell.add_drivers()
+    cell.twin.start()
+    policy = cell.add_policy(nan_networks, blend_s=0.3, settle_s=0.1, stale_periods=RELAXED_STALE)
+    assert cell.probe.start_until_accepted().success
+    wait_for(lambda: policy.phase.value == "fault", 6.0, "the fault")
+    assert "not finite" in policy.fault, policy.fault
+    end = wait_for(lambda: cell.probe.ends, 2.0, "the end of the episode")[0][1]
+    assert end["reason"] == "fault" and "not finite" in end["detail"] and end["episode"] == 1, end
+    wait_for(lambda: any(m.startswith("fault") and "not finite" in m for m in cell.probe.diag_of("policy")), 2.0,
+             "fault diagnostics with the reason")
+    time.sleep(0.3)
+    _, _, cmds = cell.probe.commands44()
+    n = cmds.shape[0]
+    assert n > 0 and np.isfinite(cmds).all(), "a non-finite command left the policy node"
+    with cell.probe.lock:
+        assert all(np.isfinite(q).all() for k in KEYS for _, (_, q, _) in cell.probe.commands[k])
+    time.sleep(0.3)
+    assert cell.probe.commands44()[0].size == n and not cell.probe.done, "commands after the abort"
+    assert not cell.probe.goals, "no policy step completed, no predicted goal"
+    assert all(d.commands_rejected == 0 for d in cell.nodes if isinstance(d, JointGroupNode)), \
+        "the drivers had to refuse a command"
+
+
+def test_a_lost_cell_stops_the_commands_within_half_a_second_and_comes_back_idle(cell_factory, networks):
+    cell = cell_factory()
+    drivers = cell.add_drivers()
+    cell.twin.start()
+    policy = cell.add_policy(networks, blend_s=0.3, settle_s=0.1, stale_periods=RELAXED_STALE)
+    assert cell.probe.start_until_accepted().success
+    wait_for(lambda: cell.probe.done, 10.0, "the end of the first episode")
+    time.sleep(0.2)  # idle: the last targets again and again (the catcher holds the object)
+    n = cell.probe.commands44()[0].size
+    wait_for(lambda: cell.probe.commands44()[0].size >= n + 3, 2.0, "the idle hold")
+
+    def lose_cell():
+        for d in drivers.values():
+            cell.silence(d)
+        wait_for(lambda: policy.cell_lost, 2.0, "the cell lost")
+        time.sleep(0.5)
+        gap = policy.last_command_perf - policy.last_state_perf
+        # the bound of the issue; CELL_LOST_S is 0.3 s + at most one tick
+        assert gap < 0.5, f"the policy commanded {gap:.3f} s after the last joint state"
+        assert policy.cell_lost.startswith("cell lost: no joint states for")
+        wait_for(lambda: any(m.startswith("fault: cell lost") for m in cell.probe.diag_of("policy")), 2.0,
+                 "cell lost in the diagnostics")
+        res = cell.probe.start()
+        assert not res.success and "cell lost" in res.message, res.message
+
+    lose_cell()  # in IDLE, holding
+    count = cell.probe.commands44()[0].size
+    for d in drivers.values():
+        cell.revive(d)
+    wait_for(lambda: not policy.cell_lost, 2.0, "the cell back")
+    assert policy.phase.value == "idle"
+    wait_for(lambda: cell.probe.diag_of("policy")[-1].startswith("running"), 2.0, "running again")
+    time.sleep(0.3)
+    assert cell.probe.commands44()[0].size == count, "the hold came back without a start"
+    assert len(cell.probe.ends) == 1, "the first episode ended once (done)"
+
+    # mid-episode: the episode ends with "cell lost"
+    assert cell.probe.start_until_accepted().success
+    wait_for(lambda: len(cell.probe.goals) >= 3, 5.0, "three policy steps")
+    lose_cell()
+    end = wait_for(lambda: len(cell.probe.ends) >= 2 and cell.probe.ends, 2.0, "the end of episode 2")[1][1]
+    assert end["reason"] == "cell lost" and end["episode"] == 2, end

@@ -1,4 +1,6 @@
-"""The safety stop over real DDS: latch rules, stop latency, driver faults, the tracker's points.
+"""The safety stop over real DDS: latch rules, stop latency, driver faults, the tracker's points;
+who may release a stop (only the safety node, which starts latched) and which commands a driver
+follows (only those of the episode whose start it received).
 
 Nodes under test and a probe node (the operator / policy side) spin in background threads, one
 single-threaded executor per node; the test thread publishes on the probe and waits on what the
@@ -16,13 +18,22 @@ from typing import Callable, Optional
 import numpy as np
 import pytest
 
-from handover.runtime.estop import EstopLatch
+from handover.runtime.episode_token import CellWatch, EpisodeArming, command_problem, make_token
+from handover.runtime.estop import RELEASE_PENDING_S, EstopLatch, StopRules, release_check
 
 # -- the latch rules, pure ------------------------------------------------------------------------
 
 
-def test_latch_true_latches_once_and_counts_stops():
+def test_latch_starts_latched_and_only_a_reset_after_false_releases():
     latch = EstopLatch()
+    assert latch.latched and latch.stops == 0, "a (re)started safety node never releases by itself"
+    assert latch.on_estop(False) is False and latch.latched
+    assert latch.request_reset() == (True, "released: the safety stop is reset")
+    assert not latch.latched
+
+
+def test_latch_true_latches_once_and_counts_stops():
+    latch = EstopLatch(latched=False)
     assert latch.on_estop(True) is True
     assert latch.on_estop(True) is False  # already latched
     assert latch.latched and latch.stops == 1
@@ -39,7 +50,7 @@ def test_latch_reset_refused_while_estop_true():
 
 
 def test_latch_reset_after_false_releases_and_next_true_latches_again():
-    latch = EstopLatch()
+    latch = EstopLatch(latched=False)
     latch.on_estop(True)
     latch.on_estop(False)
     assert latch.request_reset() == (True, "released: the safety stop is reset")
@@ -48,17 +59,93 @@ def test_latch_reset_after_false_releases_and_next_true_latches_again():
 
 
 def test_latch_reset_when_not_latched_is_accepted_and_changes_nothing():
-    latch = EstopLatch()
+    latch = EstopLatch(latched=False)
     accepted, message = latch.request_reset()
     assert accepted and "not latched" in message and not latch.latched
 
 
 def test_latch_refuses_while_a_true_came_after_the_false():
-    latch = EstopLatch()
+    latch = EstopLatch(latched=False)
     latch.on_estop(True)
     latch.on_estop(False)
     latch.on_estop(True)
     assert latch.request_reset()[0] is False and latch.latched and latch.stops == 1
+
+
+SAFETY = ("safety", "/")
+
+
+def test_release_check_only_the_safety_node_may_release():
+    assert release_check([SAFETY]) == ("release", "")
+    assert release_check([SAFETY, SAFETY])[0] == "release"  # two instances of it (a restart under way)
+    verdict, why = release_check([SAFETY, ("rogue", "/")])
+    assert verdict == "refused" and "/rogue" in why
+    assert release_check([("safety", "/other_cell")])[0] == "refused"  # same name, other namespace
+    assert release_check([])[0] == "pending"  # nobody known yet: ask again
+    assert release_check([SAFETY, ("_NODE_NAME_UNKNOWN_", "_NODE_NAMESPACE_UNKNOWN_")])[0] == "pending"
+    assert release_check([("_NODE_NAME_UNKNOWN_", ""), ("rogue", "/")])[0] == "refused"
+
+
+def test_stop_rules_true_from_anyone_stops_false_only_from_the_safety_node_releases():
+    rules = StopRules()
+    assert rules.on_latched(True, [], 0.0) == "stop" and rules.stopped
+    assert rules.on_latched(True, [], 0.0) == "", "once per transition"
+    assert rules.on_latched(False, [SAFETY, ("rogue", "/")], 0.1) == ""
+    assert rules.stopped and rules.releases_refused == 1 and "/rogue" in rules.last_refusal
+    assert rules.on_latched(False, [SAFETY], 0.2) == "release" and not rules.stopped and rules.releases == 1
+    # the node's own estop true makes the safety node's stale false count for nothing
+    assert rules.on_estop(True) and rules.stopped
+    assert rules.on_latched(False, [SAFETY], 0.3) == "" and rules.stopped
+    rules.on_estop(False)
+    assert rules.on_latched(False, [SAFETY], 0.4) == "release"
+
+
+def test_stop_rules_a_release_from_an_unidentified_publisher_waits_then_counts_as_refused():
+    rules = StopRules(initially_stopped=True)
+    assert rules.on_latched(False, [("_NODE_NAME_UNKNOWN_", "")], 0.0) == ""
+    assert rules.pending_since == 0.0 and rules.stopped
+    assert rules.recheck([SAFETY], 0.1) == "release" and not rules.stopped  # identified a moment later
+    rules = StopRules(initially_stopped=True)
+    rules.on_latched(False, [], 0.0)
+    assert rules.recheck([], RELEASE_PENDING_S + 0.1) == "" and rules.stopped and rules.releases_refused == 1
+    assert rules.pending_since is None
+    rules.on_latched(False, [], 5.0)
+    assert rules.on_latched(True, [], 5.1) == "" and rules.pending_since is None, "a true drops the pending release"
+    assert rules.recheck([SAFETY], 5.2) == "" and rules.stopped
+
+
+def test_episode_arming_follows_only_the_started_episode():
+    arming = EpisodeArming()
+    token = make_token("abc", 1)
+    assert token == "abc/1"
+    assert not arming.accepts(token), "a driver that just started follows nothing"
+    assert "no episode started" in arming.why_ignored(token)
+    assert not arming.on_start("abc/2", stopped=True) and arming.armed is None, "a start while stopped arms nothing"
+    assert arming.on_start(token, stopped=False)
+    assert arming.accepts(token) and not arming.accepts("abc/0") and not arming.accepts("")
+    assert arming.commands_ignored == 3 and arming.last_ignored == ""
+    arming.disarm()  # a safety stop
+    assert not arming.accepts(token), "after a stop: nothing until the next start"
+    with pytest.raises(ValueError):
+        make_token("a/b", 1)
+
+
+def test_command_problem_names_the_first_non_finite_target():
+    names = ["a", "b", "c"]
+    assert command_problem([0.0, 1.0, -2.0], names) is None
+    problem = command_problem([0.0, np.nan, np.inf], names)
+    assert "b" in problem and "2 non-finite" in problem
+    assert "shape" in command_problem([0.0, 1.0], names)
+
+
+def test_cell_watch_is_lost_after_silence_and_back_when_states_return():
+    watch = CellWatch(0.3)
+    assert watch.check(None, 10.0) == ("", False), "a cell never seen is not lost"
+    assert watch.check(1.0, 1.2) == ("", False)
+    lost, changed = watch.check(1.0, 1.35)
+    assert changed and lost.startswith("cell lost: no joint states for 0.35 s")
+    assert watch.check(1.0, 1.5) == (lost, False), "one message per loss"
+    assert watch.check(1.6, 1.61) == ("", True)
 
 
 # -- over DDS -----------------------------------------------------------------------------------
@@ -73,7 +160,7 @@ from rclpy.node import Node  # noqa: E402
 from rclpy.parameter import Parameter  # noqa: E402
 from rosgraph_msgs.msg import Clock as ClockMsg  # noqa: E402
 from sensor_msgs.msg import JointState as JointStateMsg  # noqa: E402
-from std_msgs.msg import Bool  # noqa: E402
+from std_msgs.msg import Bool, String  # noqa: E402
 from std_srvs.srv import Trigger  # noqa: E402
 
 from handover.drivers.joint_group import JointGroupInfo  # noqa: E402
@@ -87,6 +174,7 @@ from handover.runtime.ros_interface import (  # noqa: E402
     joint_names,
     joint_state_msg,
     qos_command,
+    qos_episode_start,
     qos_events,
     qos_latched,
     qos_sensor,
@@ -126,9 +214,12 @@ def wait_for(pred: Callable[[], bool], what: str, timeout: float = TIMEOUT_S, po
 class Probe(Node):
     """The outside world: estop publisher, command publishers, reset client, diagnostics log."""
 
-    def __init__(self, context):
-        super().__init__("probe", context=context)
+    def __init__(self, context, name: str = "probe"):
+        super().__init__(name, context=context)
+        self.token = ""  # the episode the probe's commands belong to (start_episode)
+        self.episodes = 0
         self.estop_pub = self.create_publisher(Bool, TOPICS.estop, qos_latched())
+        self.start_pub = self.create_publisher(String, TOPICS.episode_start, qos_episode_start())
         self.command_pubs = {k: self.create_publisher(JointStateMsg, t, qos_command())
                              for k, t in TOPICS.joint_commands.items()}
         self.reset_client = self.create_client(Trigger, TOPICS.estop_reset)
@@ -160,9 +251,17 @@ class Probe(Node):
     def estop(self, value: bool) -> None:
         self.estop_pub.publish(Bool(data=value))
 
-    def command(self, side: str, group: str, targets, names=None) -> None:
+    def start_episode(self) -> str:
+        """Announce a new episode (as the policy does when it accepts a start); later commands carry it."""
+        self.episodes += 1
+        self.token = make_token("probe", self.episodes)
+        self.start_pub.publish(String(data=self.token))
+        return self.token
+
+    def command(self, side: str, group: str, targets, names=None, token=None) -> None:
         names = joint_names(CFG, side, group) if names is None else names
-        self.command_pubs[(side, group)].publish(joint_state_msg(names, 0.0, targets))
+        token = self.token if token is None else token
+        self.command_pubs[(side, group)].publish(joint_state_msg(names, 0.0, targets, frame_id=token))
 
     def reset(self) -> Trigger.Response:
         future = self.reset_client.call_async(Trigger.Request())
@@ -229,14 +328,30 @@ def spin(ros_context):
 
 
 def wait_connected(probe: Probe, drivers: list, safety: bool) -> None:
-    """Discovery done: estop and command subscribers matched, the reset service up."""
+    """Discovery done: estop, start and command subscribers matched, the reset service up."""
     wait_for(lambda: probe.estop_pub.get_subscription_count() >= len(drivers) + int(safety),
              "the estop subscribers", timeout=5.0)
+    wait_for(lambda: probe.start_pub.get_subscription_count() >= len(drivers), "the start subscribers", timeout=5.0)
     for d in drivers:
         wait_for(lambda: probe.command_pubs[(d.side, d.group)].get_subscription_count() >= 1,
                  f"{d.command_topic}'s subscriber", timeout=5.0)
     if safety:
         assert probe.reset_client.wait_for_service(timeout_sec=5.0), "the reset service did not appear"
+
+
+def release(probe: Probe, safety, drivers: list) -> None:
+    """The operator's release: estop false, then the reset service; waits for the drivers."""
+    probe.estop(False)
+    wait_for(lambda: not safety.latch.last_estop, "the safety node to see false")
+    answer = probe.reset()
+    assert answer.success, answer.message
+    wait_for(lambda: not safety.latch.latched and all(not d.stopped for d in drivers), "the release")
+
+
+def start_and_wait_armed(probe: Probe, drivers: list) -> str:
+    token = probe.start_episode()
+    wait_for(lambda: all(d.arming.armed == token for d in drivers), f"the drivers armed for {token}")
+    return token
 
 
 def moved(group, delta: float) -> np.ndarray:
@@ -254,11 +369,24 @@ def test_latch_rules_over_dds(ros_context, spin):
                JointGroupNode(hand, CFG, "catcher", "hand", context=ros_context)]
     probe = spin(safety, *drivers)
     wait_connected(probe, drivers, safety=True)
-    assert [d.state for d in drivers] == [NodeState.HOLDING] * 2, "before the first command: holding"
+    # the safety node starts latched: the drivers are stopped by its first message
+    wait_for(lambda: all(d.state is NodeState.ESTOPPED for d in drivers), "the drivers stopped by the initial latch")
+    assert safety.latch.latched and safety.state is NodeState.ESTOPPED
+    release(probe, safety, drivers)
+    assert [d.state for d in drivers] == [NodeState.HOLDING] * 2, "after the release, before a start: holding"
     for name in ("thrower_arm_driver", "catcher_hand_driver", "safety"):  # the 1 Hz diagnostics
-        wait_for(lambda: probe.last_diag(name) is not None, f"{name}'s diagnostics", timeout=2.5)
+        wait_for(lambda: probe.last_diag(name) is not None and probe.last_diag(name)[0] in ("holding", "running"),
+                 f"{name}'s diagnostics after the release", timeout=2.5)
+    mark = {n: len(probe.states_of(n, skip_stale=True)) for n in ("thrower_arm_driver", "catcher_hand_driver", "safety")}
 
-    # running
+    # a command before any episode started: ignored, nothing moves
+    sent0 = len(arm.sent)
+    probe.command("thrower", "arm", moved(CFG.thrower.arm, 0.05))
+    wait_for(lambda: drivers[0].arming.commands_ignored == 1, "the command without a start to be ignored")
+    assert len(arm.sent) == sent0 and drivers[0].commands_applied == 0
+
+    # running, once the episode is started
+    start_and_wait_armed(probe, drivers)
     target = moved(CFG.thrower.arm, 0.05)
     probe.command("thrower", "arm", target)
     wait_for(lambda: drivers[0].commands_applied == 1, "the first command")
@@ -285,7 +413,7 @@ def test_latch_rules_over_dds(ros_context, spin):
     assert not answer.success and "refused" in answer.message and "true" in answer.message
     assert safety.latch.latched and all(d.stopped for d in drivers)
 
-    # false, then reset: accepted, drivers hold until the next command
+    # false, then reset: accepted, drivers hold until the next start and its commands
     probe.estop(False)
     wait_for(lambda: not safety.latch.last_estop, "the safety node to see false")
     assert all(d.state is NodeState.ESTOPPED for d in drivers), "false alone releases nothing"
@@ -293,21 +421,32 @@ def test_latch_rules_over_dds(ros_context, spin):
     assert answer.success, answer.message
     wait_for(lambda: all(d.state is NodeState.HOLDING for d in drivers), "both drivers holding after the reset")
     assert len(arm.sent) == held, "the release moves nothing"
+    assert all(d.arming.armed is None for d in drivers), "the stop disarmed the episode"
 
+    ignored = drivers[0].arming.commands_ignored
+    probe.command("thrower", "arm", moved(CFG.thrower.arm, 0.02))  # the old episode's token: ignored
+    wait_for(lambda: drivers[0].arming.commands_ignored == ignored + 1, "the old episode's command to be ignored")
+    assert len(arm.sent) == held and drivers[0].commands_applied == 1
+
+    start_and_wait_armed(probe, drivers)
     target = moved(CFG.thrower.arm, 0.02)
     probe.command("thrower", "arm", target)
-    wait_for(lambda: drivers[0].commands_applied == 2, "the command after the reset")
+    wait_for(lambda: drivers[0].commands_applied == 2, "the command of the new episode")
     assert drivers[0].state is NodeState.RUNNING
     np.testing.assert_allclose(arm.sent[-1], target)
 
-    # diagnostics told the story
+    # diagnostics told the story (from the mark after the initial release; the state at the mark first)
     story = {"thrower_arm_driver": ["holding", "running", "estopped", "holding", "running"],
              "catcher_hand_driver": ["holding", "estopped", "holding"],
              "safety": ["running", "estopped", "running"]}
     # (a driver following no new command holds after 3 periods, "stale": not part of this story)
     wait_for(lambda: all(probe.states_of(n, skip_stale=True)[-1:] == states[-1:] for n, states in story.items()),
              "the last diagnostics")
-    seen = {n: probe.states_of(n, skip_stale=True) for n in story}
+
+    def since_mark(n):
+        states = probe.states_of(n, skip_stale=True)[mark[n] - 1:]
+        return [s for i, s in enumerate(states) if i == 0 or s != states[i - 1]]
+    seen = {n: since_mark(n) for n in story}
     assert seen == story, f"diagnostics: expected {story}, saw {seen}"
 
 
@@ -328,6 +467,8 @@ def test_stop_latency_below_one_control_period(ros_context, spin):
     driver = JointGroupNode(device, CFG, "thrower", "hand", context=ros_context)
     probe = spin(safety, driver)
     wait_connected(probe, [driver], safety=True)
+    release(probe, safety, [driver])
+    start_and_wait_armed(probe, [driver])
 
     streaming = threading.Event()
     streaming.set()
@@ -340,18 +481,19 @@ def test_stop_latency_below_one_control_period(ros_context, spin):
             time.sleep(PERIOD_S)
 
     def one_stop() -> float:
-        n = len(driver.stop_events)
+        n, latched = len(driver.stop_events), safety.latch.stops
         t0 = time.perf_counter()
         probe.estop(True)
         wait_for(lambda: len(driver.stop_events) == n + 1, f"stop {n + 1}")
         latency = driver.stop_events[-1][1] - t0
         applied = driver.commands_applied
-        wait_for(lambda: safety.latch.stops == n + 1, "the safety node to latch")
+        wait_for(lambda: safety.latch.stops == latched + 1, "the safety node to latch")
         probe.estop(False)
         wait_for(lambda: not safety.latch.last_estop, "the safety node to see false")
         assert driver.commands_applied == applied, "a command was applied while stopped"
         assert probe.reset().success
         wait_for(lambda: not driver.stopped, "the release")
+        start_and_wait_armed(probe, [driver])  # the stop disarmed it: a new episode for the next stop
         return latency
 
     streamer = threading.Thread(target=stream, daemon=True)
@@ -381,11 +523,14 @@ def test_wrong_joint_names_fault_and_do_not_move(ros_context, spin):
     driver = JointGroupNode(device, CFG, "catcher", "arm", context=ros_context)
     probe = spin(driver)
     wait_connected(probe, [driver], safety=False)
+    assert len(device.sent) == 1, "a driver that starts holds its measured position (one target)"
+    np.testing.assert_allclose(device.sent[0], CFG.catcher.arm.default)
+    start_and_wait_armed(probe, [driver])
 
     wrong = list(joint_names(CFG, "thrower", "arm"))  # the other arm's names
     probe.command("catcher", "arm", moved(CFG.catcher.arm, 0.1), names=wrong)
     wait_for(lambda: driver.state is NodeState.FAULT, "the fault")
-    assert device.sent == [] and driver.commands_rejected == 1
+    assert len(device.sent) == 1 and driver.commands_rejected == 1
     assert TOPICS.joint_commands[("catcher", "arm")] in driver.detail and "thrower/joint1" in driver.detail
     wait_for(lambda: probe.last_diag("catcher_arm_driver") is not None
              and probe.last_diag("catcher_arm_driver")[0] == "fault", "fault in the diagnostics")
@@ -406,7 +551,7 @@ def test_wrong_joint_names_fault_and_do_not_move(ros_context, spin):
     assert "catcher/joint3" in driver.detail and "not finite" in driver.detail
     # the refused command moved nothing: the gate held the measured position (one hold, sent either
     # for the refusal or, had the stream gone stale first, for that; the other then had nothing to do)
-    assert len(device.sent) == 2 and driver.commands_rejected == 2
+    assert len(device.sent) == 3 and driver.commands_rejected == 2
     np.testing.assert_allclose(device.sent[-1], target)
     assert all(np.isfinite(t).all() for t in device.sent)
 
@@ -416,12 +561,13 @@ def test_device_fault_is_reported_not_raised(ros_context, spin):
     driver = JointGroupNode(device, CFG, "thrower", "arm", context=ros_context)
     probe = spin(driver)
     wait_connected(probe, [driver], safety=False)
+    sent0 = len(device.sent)  # (the hold at start-up)
     device.fail_next()  # the next read (the state timer's) fails like a lost cable
     wait_for(lambda: driver.state is NodeState.FAULT, "the device fault")
     assert "injected I/O failure" in driver.detail
     probe.estop(True)  # a stop on a faulted device cannot hold: it stays a fault, and nothing crashes
     wait_for(lambda: driver.stopped, "the stop")
-    assert driver.state is NodeState.FAULT and device.sent == []
+    assert driver.state is NodeState.FAULT and len(device.sent) == sent0
 
 
 def test_unconfigured_device_is_brought_up(ros_context):
@@ -502,3 +648,97 @@ def test_tracker_moves_capture_times_from_a_device_clock_to_the_node_clock(ros_c
     offsets = np.array([stamp_to_s(p.header.stamp) - p.point.x for p in points])  # node clock - device clock
     assert np.ptp(offsets) < 0.005, f"capture ages were not kept: offsets {offsets}"
     assert abs(stamp_to_s(points[-1].header.stamp) - time.time()) < 1.0, "not on the node clock (wall time)"
+
+
+# -- a stop survives everything but a reset (issue 11, point 4) ---------------------------------
+
+
+def test_a_rogue_false_on_the_latch_topic_releases_nothing_and_a_rogue_true_stops(ros_context, spin):
+    arm = RecordingMirror("thrower", "arm")
+    safety = SafetyNode(CFG, context=ros_context)
+    driver = JointGroupNode(arm, CFG, "thrower", "arm", context=ros_context)
+    probe = spin(safety, driver)
+    rogue = Node("rogue", context=ros_context)  # any node on the domain: a tool, a test, a bug
+    rogue_pub = rogue.create_publisher(Bool, TOPICS.safety_latched, qos_latched())
+    rogue_spin = Spinning(ros_context, [rogue])
+    try:
+        wait_connected(probe, [driver], safety=True)
+        wait_for(lambda: driver.stopped, "the initial latch")
+        wait_for(lambda: rogue_pub.get_subscription_count() >= 1, "the driver subscribing to the rogue", timeout=5.0)
+        wait_for(lambda: any(i.node_name == "rogue" for i in driver.get_publishers_info_by_topic(TOPICS.safety_latched)),
+                 "the rogue on the driver's graph", timeout=5.0)
+
+        rogue_pub.publish(Bool(data=False))
+        wait_for(lambda: driver.stop_listener.rules.releases_refused >= 1, "the rogue's release to be refused")
+        assert driver.stopped and driver.state is NodeState.ESTOPPED
+        assert "/rogue" in driver.stop_listener.rules.last_refusal
+        probe.start_episode()
+        probe.command("thrower", "arm", moved(CFG.thrower.arm, 0.05))
+        time.sleep(0.3)
+        assert driver.commands_applied == 0 and driver.arming.armed is None, "stopped: no start arms it, nothing moves"
+        wait_for(lambda: "/rogue" in (probe.last_diag("safety") or ("", ""))[1], "the safety node naming the rogue",
+                 timeout=2.5)
+        wait_for(lambda: "latch_releases_refused" in str(driver.stop_listener.values()), "the refusal counted")
+
+        # while the rogue is on the topic even the operator's reset releases nothing: kill it first
+        refused = driver.stop_listener.rules.releases_refused
+        probe.estop(False)
+        wait_for(lambda: not safety.latch.last_estop, "the safety node to see false")
+        assert probe.reset().success and not safety.latch.latched
+        wait_for(lambda: driver.stop_listener.rules.releases_refused > refused, "the release refused while the rogue is there")
+        assert driver.stopped
+        rogue_spin.close()  # destroys the rogue node and its publisher
+        wait_for(lambda: not any(i.node_name == "rogue"
+                                 for i in driver.get_publishers_info_by_topic(TOPICS.safety_latched)),
+                 "the rogue gone from the graph", timeout=5.0)
+        assert driver.stopped, "the rogue leaving releases nothing either"
+        assert probe.reset().success  # the safety node publishes the released state again
+        wait_for(lambda: not driver.stopped, "the release by the safety node")
+        assert driver.stop_listener.rules.releases >= 1
+
+        # a true from anyone stops; only a reset releases again
+        rogue2 = Node("rogue2", context=ros_context)
+        pub2 = rogue2.create_publisher(Bool, TOPICS.safety_latched, qos_latched())
+        rogue_spin = Spinning(ros_context, [rogue2])
+        pub2.publish(Bool(data=True))
+        wait_for(lambda: driver.stopped, "the stop by another node's true")
+    finally:
+        rogue_spin.close()
+
+
+def test_a_restarted_safety_node_starts_latched_and_releases_nothing(ros_context, spin):
+    hand = RecordingMirror("catcher", "hand")
+    driver = JointGroupNode(hand, CFG, "catcher", "hand", context=ros_context)
+    probe = spin(driver)
+    first = SafetyNode(CFG, context=ros_context)
+    first_spin = Spinning(ros_context, [first])
+    wait_connected(probe, [driver], safety=True)
+    wait_for(lambda: driver.stopped, "the initial latch")
+    release(probe, first, [driver])
+    start_and_wait_armed(probe, [driver])
+    probe.command("catcher", "hand", moved(CFG.catcher.hand, 0.05))
+    wait_for(lambda: driver.commands_applied == 1, "the command")
+
+    # a stop, then the safety node dies and comes back: the stop holds
+    probe.estop(True)
+    wait_for(lambda: driver.stopped and first.latch.latched, "the stop")
+    first_spin.close()
+    probe.estop(False)  # the operator lets go of the button while the safety node is away
+    second = SafetyNode(CFG, context=ros_context)
+    second_spin = Spinning(ros_context, [second])
+    try:
+        assert second.latch.latched
+        assert probe.reset_client.wait_for_service(timeout_sec=5.0)
+        time.sleep(1.0)
+        assert driver.stopped and driver.state is NodeState.ESTOPPED, "a restart released the stop"
+        n = driver.commands_applied
+        probe.command("catcher", "hand", moved(CFG.catcher.hand, 0.1))
+        wait_for(lambda: driver.commands_ignored >= 1, "the command while stopped")
+        assert driver.commands_applied == n
+        # the restarted node was released by nobody but the reset
+        wait_for(lambda: not second.latch.last_estop, "the new safety node to see false")
+        assert probe.reset().success
+        wait_for(lambda: not driver.stopped, "the release by the reset")
+        assert driver.arming.armed is None and driver.state is NodeState.HOLDING, "released: holds until a start"
+    finally:
+        second_spin.close()

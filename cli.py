@@ -65,32 +65,39 @@ def operator_errors() -> tuple[type[BaseException], ...]:
     return (ConfigError, BundleError, InputError, FileNotFoundError)
 
 
+def _so_far() -> str:
+    from handover.runtime.run_status import done
+
+    return f": {done()}" if done() else ""
+
+
 def main(argv: list[str] | None = None) -> int:
     """Run one command. Exit codes: its own (0 on success), 2 for an operator's error (one line on
     stderr), 130 after Ctrl-C (SIGINT) and 143 after SIGTERM (one line, no traceback: the command's
-    own cleanup has run by then)."""
-    parser = build_parser()
-    try:
-        args = parser.parse_args(argv)
-    except SystemExit as exc:  # -h, or a bad argument (one line already printed)
-        return int(exc.code or 0)
-    if not getattr(args, "func", None):
-        parser.print_help()
-        return 2
-    name = f"handover {args.command}"
+    own cleanup has run by then; also while the command is still starting up)."""
+    name = "handover"
     previous = None
     if threading.current_thread() is threading.main_thread():
         previous = signal.signal(signal.SIGTERM, _on_sigterm)
     try:
+        parser = build_parser()
+        try:
+            args = parser.parse_args(argv)
+        except SystemExit as exc:  # -h, or a bad argument (one line already printed)
+            return int(exc.code or 0)
+        if not getattr(args, "func", None):
+            parser.print_help()
+            return 2
+        name = f"handover {args.command}"
         return int(args.func(args) or 0)
     except operator_errors() as exc:
         print(f"{name}: error: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
-        print(f"{name}: interrupted (SIGINT); stopped cleanly", file=sys.stderr)
+        print(f"\n{name}: interrupted (SIGINT); stopped cleanly{_so_far()}", file=sys.stderr)
         return 130
     except Terminated:
-        print(f"{name}: terminated (SIGTERM); stopped cleanly", file=sys.stderr)
+        print(f"\n{name}: terminated (SIGTERM); stopped cleanly{_so_far()}", file=sys.stderr)
         return 143
     finally:
         if previous is not None:

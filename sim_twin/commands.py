@@ -9,6 +9,7 @@ from pathlib import Path
 
 import numpy as np
 
+from handover.runtime import run_status
 from handover.runtime.cell_config import DEFAULT_CONFIG_PATH, load_cell_config
 from handover.runtime.cli_values import positive_float, positive_int
 from handover.runtime.files import atomic_folder, output_file, output_folder
@@ -87,6 +88,7 @@ def render(args: argparse.Namespace) -> int:
         def on_step(rec) -> None:
             writer.write(twin.data, rec.step + 1)
             print(f"\rrendered step {rec.step + 1}/{args.steps}", end="", file=sys.stderr, flush=True)
+            run_status.report(f"{rec.step + 1} of {args.steps} steps rendered; {out} left as it was")
 
         try:
             run_episode(devices, controller, args.steps, on_step)

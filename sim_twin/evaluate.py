@@ -59,6 +59,7 @@ from typing import Optional, Sequence
 import numpy as np
 
 from handover.runtime.cell_config import DEFAULT_CONFIG_PATH, CellConfig, load_cell_config
+from handover.runtime import run_status
 from handover.runtime.errors import InputError
 from handover.runtime.files import atomic_write, output_file, write_text
 
@@ -419,6 +420,8 @@ def evaluate(
                 ))
                 bar.set_postfix(mass=group_key(f), success=f"{report.successes}/{report.episodes}", refresh=False)
                 bar.update(1)
+                run_status.report(f"{report.episodes} of {len(factors) * episodes} episodes run ({report.successes} "
+                                  "caught); nothing written (the report is written when all are done)")
     finally:
         bar.close()
     report.wall_s = time.perf_counter() - t_start

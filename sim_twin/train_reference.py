@@ -38,6 +38,7 @@ from pathlib import Path
 
 import numpy as np
 
+from handover.runtime import run_status
 from handover.runtime.cell_config import DEFAULT_CONFIG_PATH
 from handover.runtime.cli_values import nonneg_int, positive_int
 from handover.sim_twin.training import ActorArch, FitConfig
@@ -114,6 +115,7 @@ def _stage(out: Outcome, name: str, t0: float) -> None:
 
 def _say(msg: str) -> None:
     print(f"train-reference: {msg}", file=sys.stderr, flush=True)
+    run_status.report(f"was {msg}; the bundle is written only when training and evaluation are done")
 
 
 def _fit_goal(ds, tc: TrainReferenceConfig, nets: Networks, out: Outcome, warm: bool, progress: bool) -> None:

@@ -19,6 +19,7 @@ COMMAND_MODULES = (
     "handover.runtime.replay",  # handover contract replay
     "handover.runtime.export",  # handover export
     "handover.runtime.benchmark",  # handover benchmark
+    "handover.runtime.graph_benchmark",  # handover graph-benchmark
     "handover.runtime.config_check",  # handover config
     "handover.sim_twin.commands",  # handover twin export-mjcf | render | benchmark
     "handover.sim_twin.train_reference",  # handover train-reference

@@ -3,7 +3,7 @@
 One instance per group, node name ``{side}_{group}_driver`` (e.g. ``thrower_arm_driver``).
 
 - ``/handover/{side}/{group}/joint_states`` (``sensor_msgs/JointState``, out): a timer at
-  ``state_rate_hz`` (default: the cell's control rate) reads the device and publishes positions
+  ``state_rate_hz`` (default: the config's ``joint_state_rate_hz``, 100 Hz) reads the device and publishes positions
   (rad), velocities (rad/s) and efforts (N*m) where the device measures them, names as in the cell
   config. Stamp: the node clock's time of the read (ROS time; sim time under ``use_sim_time``).
 - ``/handover/{side}/{group}/joint_commands`` (``sensor_msgs/JointState``, in): position targets
@@ -132,7 +132,7 @@ class JointGroupNode(Node):
             raise ValueError(f"JointGroupNode: device {device.name!r} has joints {list(device.info.names)}, "
                              f"but {cfg.source} {side}.{group}.joints are {list(self.names)}")
         if state_rate_hz is None:
-            rate = checked_rate(cfg.control_rate_hz, f"{cfg.source}: control_rate_hz")
+            rate = checked_rate(cfg.joint_state_rate_hz, f"{cfg.source}: joint_state_rate_hz")
         else:
             rate = checked_rate(state_rate_hz, f"JointGroupNode({side}, {group}): state_rate_hz")
         super().__init__(f"{side}_{group}_driver", context=context, parameter_overrides=parameter_overrides)

@@ -1,11 +1,17 @@
 """The object tracker node: an :class:`ObjectTracker` published on ``/handover/object/position``.
 
-Node name ``object_tracker``. A timer at ``rate_hz`` (default: the twin tracker's frame rate,
-``twin.tracker.rate_hz`` of the cell config; a hardware bring-up passes the camera's) reads the
-device with ``now`` = the node clock in seconds (sim time under ``use_sim_time``) and publishes
-every *new* valid observation once as ``geometry_msgs/PointStamped``: the object centre in the
-``world`` frame (m), stamped with the observation's capture time (s, not its arrival). Frames in
-which the object was not found are not published (counted only); nothing is ever invented.
+Node name ``object_tracker``. :meth:`ObjectTrackerNode.poll` reads the device with ``now`` = the
+node clock in seconds (sim time under ``use_sim_time``) and publishes every *new* valid observation
+once as ``geometry_msgs/PointStamped``: the object centre in the ``world`` frame (m), stamped with
+the observation's capture time (s, not its arrival). Frames in which the object was not found are
+not published (counted only); nothing is ever invented. Who polls:
+
+- by default a timer at ``rate_hz`` (default: the twin tracker's frame rate, ``twin.tracker.rate_hz``
+  of the cell config; a hardware bring-up passes the camera's), in the executor;
+- with ``frame_events=True`` no timer: the device's owner calls :meth:`poll` whenever a frame may
+  have arrived, always from one and the same thread (the twin node after every physics step, so a
+  frame is published in the physics step it arrives in: at the camera's rate, with its latency, as
+  a camera driver's frame callback would).
 
 ``/diagnostics`` (1 Hz wall time and on every change): ``running``, or ``fault`` with the device's
 message while reads fail. The safety stop does not stop a sensor: the tracker keeps publishing and
@@ -43,7 +49,8 @@ class ObjectTrackerNode(Node):
     """
 
     def __init__(self, device: ObjectTracker, cfg: CellConfig, *, context=None, rate_hz: Optional[float] = None,
-                 parameter_overrides=None, device_clock: Optional[Callable[[], float]] = None):
+                 parameter_overrides=None, device_clock: Optional[Callable[[], float]] = None,
+                 frame_events: bool = False):
         if rate_hz is None:
             rate = checked_rate(cfg.twin.tracker.rate_hz, f"{cfg.source}: twin.tracker.rate_hz")
         else:
@@ -69,7 +76,8 @@ class ObjectTrackerNode(Node):
             self._status = (NodeState.FAULT, str(exc))
             self.get_logger().error(f"object_tracker: {exc}")
         # one (default, mutually exclusive) callback group: the timers never overlap
-        self._timer = self.create_timer(self.period_s, self._on_timer)
+        self.frame_events = bool(frame_events)
+        self._timer = None if self.frame_events else self.create_timer(self.period_s, self.poll)
         self._diag_timer = self.create_timer(DIAGNOSTICS_PERIOD_S, self._publish_diagnostics,
                                              clock=Clock(clock_type=ClockType.STEADY_TIME))
         self._publish_diagnostics()
@@ -85,7 +93,9 @@ class ObjectTrackerNode(Node):
     def _now(self) -> float:
         return self.get_clock().now().nanoseconds * 1e-9
 
-    def _on_timer(self) -> None:
+    def poll(self) -> None:
+        """Read the device; publish its newest observation if it is new and valid (see the module
+        docstring). Called by the timer, or with ``frame_events`` by the device's owner."""
         now = self._now()
         device_now = now if self.device_clock is None else self.device_clock()
         try:

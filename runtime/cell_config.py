@@ -178,6 +178,10 @@ class CellConfig:
     """The whole cell. ``source`` is the file it was loaded from (not a YAML key)."""
 
     control_rate_hz: float  # policy rate, Hz (training: 20)
+    # Rate at which each joint-group driver publishes its joint states, Hz (wall time, or sim time
+    # under use_sim_time); at least the control rate. The xArm reports at 100 Hz (250 Hz on newer
+    # firmware), the Allegro streams positions every 3 ms (333 Hz).
+    joint_state_rate_hz: float = field(metadata={"positive": True})
     episode_steps: int  # control steps per episode (training: 30)
     # U(-1, 1) * history_noise (m) on the catcher's 12 object-history inputs per step, as the original
     # adds always, in evaluation too (0.05); 0 turns it off.
@@ -365,6 +369,9 @@ _TOPIC_RE = re.compile(r"^/[A-Za-z0-9_/{}]+$")
 def _check_cell(ctx: _Context, cfg: CellConfig) -> None:
     if not cfg.control_rate_hz > 0:
         ctx.fail("control_rate_hz", "must be > 0", cfg.control_rate_hz)
+    if cfg.joint_state_rate_hz < cfg.control_rate_hz:
+        ctx.fail("joint_state_rate_hz", f"must be at least the control rate {cfg.control_rate_hz:g} Hz",
+                 cfg.joint_state_rate_hz)
     if cfg.episode_steps <= 0:
         ctx.fail("episode_steps", "must be > 0", cfg.episode_steps)
     if not cfg.history_noise >= 0:

@@ -12,6 +12,13 @@ Node sets (``handover node SET``; ``handover bringup`` builds ``all``):
 
 Under ``use_sim_time`` (the twin not paced to real time) every node gets the parameter, so all
 clocks follow ``/clock``.
+
+Rates: every joint-group driver publishes its joint states at ``cfg.joint_state_rate_hz``; with the
+twin, the object tracker publishes each camera frame in the physics step it arrives in (the twin
+node polls it after every step: ``twin.tracker.rate_hz`` frames/s, each ``twin.tracker.latency_s``
+after its capture); with hardware it polls at the tracker's frame rate.
+
+Executor: :func:`make_executor`, one per process, spun by one thread (:meth:`Graph.start`).
 """
 
 from __future__ import annotations
@@ -29,6 +36,21 @@ BACKENDS = ("sim", "real")
 NODE_SETS = ("all", "cell", "drivers", "safety", "policy", "operator")
 
 
+def make_executor(context):
+    """``rclpy.experimental.EventsExecutor`` where this rclpy has it (its event queue and timers are
+    C++: several times less CPU per delivered message than the Python executors), else the
+    ``SingleThreadedExecutor``. Both are single-threaded: callback groups serialize nothing more.
+    The EventsExecutor does not support guard conditions (``node.create_guard_condition``): the
+    cell's nodes use none."""
+    try:
+        from rclpy.experimental import EventsExecutor
+    except ImportError:
+        from rclpy.executors import SingleThreadedExecutor
+
+        return SingleThreadedExecutor(context=context)
+    return EventsExecutor(context=context)
+
+
 @dataclass
 class Graph:
     """The nodes of one process and the executor that spins them."""
@@ -44,13 +66,16 @@ class Graph:
     _stopping: threading.Event = field(default_factory=threading.Event)
 
     def start(self) -> None:
-        """Spin all nodes in one executor thread, then start the twin's physics and the policy's
-        control loop (each in its own thread). Single-threaded on purpose: every callback is short,
-        and in one Python process rclpy's multi-threaded executor delivered 60 Hz joint states with
-        gaps up to 250 ms here (single-threaded: 35 ms)."""
-        from rclpy.executors import SingleThreadedExecutor
+        """Spin all nodes in one executor thread (:func:`make_executor`), then start the twin's
+        physics and the policy's control loop (each in its own thread). Single-threaded on purpose:
+        every callback is short, and in one Python process rclpy's multi-threaded executor delivered
+        60 Hz joint states with gaps up to 250 ms here (single-threaded: 35 ms).
 
-        self.executor = SingleThreadedExecutor(context=self.context)
+        The thread calls ``spin_once(timeout_sec=0.05)`` in a loop, never ``spin()``: the
+        EventsExecutor's ``spin()`` keeps the GIL while it waits, so every other thread of the
+        process (the twin's physics, the policy's control loop) would stop; ``spin_once`` releases
+        it while waiting. Nodes may be added while it spins."""
+        self.executor = make_executor(self.context)
         for node in self.nodes:
             self.executor.add_node(node)
         self._spin = threading.Thread(target=self._spin_until_shutdown, name="executor", daemon=True)
@@ -68,9 +93,13 @@ class Graph:
                 self.executor.spin_once(timeout_sec=0.05)
         except ExternalShutdownException:
             pass
+        except Exception:  # noqa: BLE001 - a shutdown racing spin_once may raise; only then is it expected
+            if self.context.ok() and not self._stopping.is_set():
+                raise
 
     def shutdown(self) -> None:
-        """Stop the loops, let the executor thread finish its callback, then destroy the nodes."""
+        """Stop the loops, let the executor thread finish its callback (it returns within the
+        ``spin_once`` timeout, 0.05 s), shut the executor down, then destroy the nodes."""
         if self.policy is not None:
             self.policy.stop_loop()
         if self.twin is not None:
@@ -98,8 +127,9 @@ def _hardware_devices(cfg: CellConfig):
 
 
 def build_graph(cfg: CellConfig, context, backend: str = "sim", nodes: str = "all", real_time: bool = True,
-                speed: float = 1.0, bundle: Optional[Path] = None, seed: int = 0) -> Graph:
-    """Create the nodes of the set ``nodes`` for ``backend`` in ``context`` (not yet spinning)."""
+                speed: float = 1.0, bundle: Optional[Path] = None, seed: int = 0, clock_every: int = 1) -> Graph:
+    """Create the nodes of the set ``nodes`` for ``backend`` in ``context`` (not yet spinning).
+    ``clock_every``: with the twin not in real time, ``/clock`` every that many physics steps."""
     if backend not in BACKENDS:
         raise InputError(f"backend {backend!r}: expected one of {', '.join(BACKENDS)}")
     if nodes not in NODE_SETS:
@@ -116,7 +146,8 @@ def build_graph(cfg: CellConfig, context, backend: str = "sim", nodes: str = "al
                 raise InputError("node set 'drivers' is for backend real; with the twin use 'cell'")
             from handover.sim_twin.twin_node import TwinNode
 
-            graph.twin = TwinNode(cfg, context=context, real_time=real_time, speed=speed, seed=seed)
+            graph.twin = TwinNode(cfg, context=context, real_time=real_time, speed=speed, seed=seed,
+                                  clock_every=clock_every)
             graph.nodes.append(graph.twin)
             devices = graph.twin.devices
             # the twin's devices keep simulation time; paced to real time, the nodes' clocks are wall time
@@ -128,11 +159,15 @@ def build_graph(cfg: CellConfig, context, backend: str = "sim", nodes: str = "al
             devices, device_clock = _hardware_devices(cfg), None
         for (side, group), device in devices.joint_groups.items():
             node = JointGroupNode(device, cfg, side, group, context=context, parameter_overrides=params,
-                                  device_clock=device_clock)
+                                  device_clock=device_clock, state_rate_hz=cfg.joint_state_rate_hz)
             graph.drivers.append(node)
             graph.nodes.append(node)
-        graph.nodes.append(ObjectTrackerNode(devices.tracker, cfg, context=context, parameter_overrides=params,
-                                             device_clock=device_clock))
+        # with the twin, frames are published in the physics step they arrive in (module docstring)
+        tracker = ObjectTrackerNode(devices.tracker, cfg, context=context, parameter_overrides=params,
+                                    device_clock=device_clock, frame_events=graph.twin is not None)
+        if graph.twin is not None:
+            graph.twin.add_step_listener(lambda t: tracker.poll())
+        graph.nodes.append(tracker)
     if nodes in ("all", "safety"):
         from handover.runtime.safety_node import SafetyNode
 

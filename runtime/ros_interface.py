@@ -3,10 +3,10 @@ node states and their diagnostics. Every node imports its names and QoS from her
 
 Topics (names from the cell config's ``topics:``; ``{side}`` thrower|catcher, ``{group}`` arm|hand):
 
-=========================================  ==============================  ===========================  ===========
+=========================================  ==============================  ===========================  ============================
 name                                       type                            QoS                          rate
-=========================================  ==============================  ===========================  ===========
-/handover/{side}/{group}/joint_states      sensor_msgs/JointState          best effort, keep last 1     control rate
+=========================================  ==============================  ===========================  ============================
+/handover/{side}/{group}/joint_states      sensor_msgs/JointState          best effort, keep last 1     joint_state_rate_hz (100)
 /handover/{side}/{group}/joint_commands    sensor_msgs/JointState          reliable, keep last 1        control rate
 /handover/object/position                  geometry_msgs/PointStamped      best effort, keep last 1     tracker rate
 /handover/policy/predicted_goal            geometry_msgs/PointStamped      reliable, keep last 1        control rate
@@ -18,8 +18,8 @@ name                                       type                            QoS  
 /handover/policy/episode_end               std_msgs/String (JSON)          reliable, keep last 10       per episode
 /handover/twin/outcome                     std_msgs/String                 reliable, keep last 10       per episode
 /diagnostics                               diagnostic_msgs/DiagnosticArray reliable, keep last 10       1 Hz + changes
-/clock                                     rosgraph_msgs/Clock             best effort, keep last 1     twin step (not real time)
-=========================================  ==============================  ===========================  ===========
+/clock                                     rosgraph_msgs/Clock             best effort, keep last 1     physics step (not real time)
+=========================================  ==============================  ===========================  ============================
 
 The latch topic is written only by the safety node, which starts latched; ``true`` from anyone
 stops, ``false`` releases only when the safety node is its only publisher (:mod:`handover.runtime.estop`).

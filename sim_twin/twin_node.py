@@ -5,17 +5,23 @@ devices (:attr:`TwinNode.devices`, a :class:`~handover.sim_twin.devices.TwinDevi
 process, exactly as they serve the hardware's. Their lifecycle (configure, activate, stop) is the
 driver nodes' business; this node does not touch it.
 
-Threads: the physics thread steps the twin one control period per tick of a
-:class:`~handover.runtime.control_loop.PacedLoop` on the wall clock (period
-``cfg.control_period_s / speed``); in real time, periods whose deadlines were missed are stepped
-at the next tick, so simulation time never falls behind the wall clock (counted in
-:attr:`TwinNode.caught_up`). Driver nodes read and command the devices from executor threads.
-Every access to the simulation goes through one lock (:class:`LockedTwin`).
+Threads: the physics thread advances the twin ONE physics step (``cfg.twin.timestep_s``, 1/120 s)
+per tick of a :class:`~handover.runtime.control_loop.PacedLoop` on the wall clock (period
+``timestep_s / speed``), like the hardware, whose servo and PD loops run far faster than the policy:
+a joint group's newest command (written to the actuators' PD targets by the driver node, from an
+executor thread) acts from the next physics step on, never waiting for a control-period boundary.
+In real time, physics steps whose deadlines were missed are stepped at the next tick, back to back,
+so simulation time never falls behind the wall clock (counted in :attr:`TwinNode.caught_up`).
+After every tick the step listeners (:meth:`TwinNode.add_step_listener`) are called in the physics
+thread, outside the simulation lock, with the simulation time: the object tracker node publishes a
+camera frame there as soon as it has arrived (capture stamp + latency), as a camera driver's own
+thread would. Every access to the simulation goes through one lock (:class:`LockedTwin`).
 
 Time: the devices' clock is simulation time (s). ``real_time=True`` paces the simulation to the
 wall clock (``speed`` 1) and every node uses its wall clock. ``real_time=False`` runs it ``speed``
-times real time and publishes the simulation time on ``/clock`` after every step (and once at
-start); the other nodes must then run with ``use_sim_time=True`` so their clocks, loops and stamps
+times real time and publishes the simulation time on ``/clock`` every ``clock_every`` physics steps
+(default 1: every step, so that sim-time timers up to the physics rate fire on time) and once at
+start; the other nodes must then run with ``use_sim_time=True`` so their clocks, loops and stamps
 follow the simulation.
 
 Interfaces: service ``/handover/twin/place_object`` (Trigger: the object back at
@@ -31,6 +37,7 @@ from __future__ import annotations
 import json
 import math
 import threading
+from typing import Callable
 
 import numpy as np
 from diagnostic_msgs.msg import DiagnosticArray
@@ -96,16 +103,23 @@ class LockedTwin:
 
 class TwinNode(Node):
     """The twin as a node. ``seed``: the tracker noise seed. ``speed``: simulated seconds per wall
-    second (> 0; used with ``real_time=False``, where ``/clock`` is published). Call :meth:`start`
-    to run the physics, :meth:`stop` (or ``destroy_node``) to end it."""
+    second (> 0; used with ``real_time=False``, where ``/clock`` is published every ``clock_every``
+    physics steps, an int >= 1). Call :meth:`start` to run the physics, :meth:`stop` (or
+    ``destroy_node``) to end it.
+
+    Public for tests and benchmarks: :attr:`steps` (physics steps since :meth:`start`),
+    :attr:`caught_up` (of those, stepped back to back after a late wake-up), :attr:`timestep_s`
+    (one physics step, s of simulation time), :attr:`clock_published` (``/clock`` messages)."""
 
     def __init__(self, cfg: CellConfig, *, context=None, real_time: bool = True, speed: float = 1.0, seed: int = 0,
-                 parameter_overrides=None):
+                 clock_every: int = 1, parameter_overrides=None):
         super().__init__(NODE_NAME, context=context, parameter_overrides=parameter_overrides)
         if not (isinstance(speed, (int, float)) and math.isfinite(speed) and speed > 0):
             raise ValueError(f"TwinNode: speed must be a positive finite factor of real time, got {speed!r}")
         if real_time and speed != 1.0:
             raise ValueError(f"TwinNode: speed {speed!r} needs real_time=False (real time is speed 1)")
+        if isinstance(clock_every, bool) or not isinstance(clock_every, int) or clock_every < 1:
+            raise ValueError(f"TwinNode: clock_every must be a whole number of physics steps >= 1, got {clock_every!r}")
         self.cfg = cfg
         self.topics = Topics.from_config(cfg)
         self.real_time = bool(real_time)
@@ -115,8 +129,12 @@ class TwinNode(Node):
         self.backend = LockedTwin(self.twin, self.lock)
         self.devices = TwinDevices.create(self.backend)
         self.outcomes: list[dict] = []
-        self.steps = 0  # control periods stepped
+        self.timestep_s = float(self.twin.model.opt.timestep)  # one physics step, s (simulation time)
+        self.clock_every = clock_every
+        self.steps = 0  # physics steps since start()
         self.caught_up = 0  # of those, stepped late to catch up with the wall clock (real time only)
+        self.clock_published = 0
+        self._step_listeners: list[Callable[[float], None]] = []
 
         group = MutuallyExclusiveCallbackGroup()
         self._place_srv = self.create_service(Trigger, self.topics.twin_place_object, self._on_place, callback_group=group)
@@ -126,7 +144,7 @@ class TwinNode(Node):
         self._diag_pub = self.create_publisher(DiagnosticArray, self.topics.diagnostics, qos_events())
         self._clock_pub = None if self.real_time else self.create_publisher(Clock, "/clock", qos_sensor())
         self._diag_timer = self.create_timer(1.0, self._publish_diagnostics, callback_group=group)
-        self._loop = PacedLoop(cfg.control_period_s / self.speed, WallClock())
+        self._loop = PacedLoop(self.timestep_s / self.speed, WallClock())
         self._started = False
         self._publish_clock(self.twin.time)
         self._publish_diagnostics()
@@ -148,20 +166,35 @@ class TwinNode(Node):
         self.stop()
         return super().destroy_node()
 
+    def add_step_listener(self, listener: Callable[[float], None]) -> None:
+        """Call ``listener(sim_time_s)`` after every physics tick, in the physics thread, outside the
+        simulation lock (add listeners before :meth:`start`). It must be short: it delays the next
+        physics step. An exception is logged and the physics go on."""
+        self._step_listeners.append(listener)
+
     def _tick(self, k: int, deadline: float) -> None:
         # In real time the simulation must keep up with the wall clock the other nodes use: after a
-        # late wake-up (the loop skips missed deadlines) the missed control periods are stepped now,
+        # late wake-up (the loop skips missed deadlines) the missed physics steps are stepped now,
         # back to back. Under /clock everyone follows the simulation, so a late tick just slows it.
         n = max(1, k + 1 - self.steps) if self.real_time else 1
         with self.lock:
-            t = self.twin.step(n)
+            t = self.twin.advance(n * self.timestep_s)
+        before = self.steps
         self.steps += n
         self.caught_up += n - 1
-        self._publish_clock(t)
+        if self.steps // self.clock_every != before // self.clock_every:
+            self._publish_clock(t)
+        for listener in self._step_listeners:
+            try:
+                listener(t)
+            except Exception as exc:  # noqa: BLE001 - a listener's bug must not stop the physics
+                self.get_logger().error(f"step listener {listener!r} failed: {type(exc).__name__}: {exc}",
+                                        throttle_duration_sec=1.0)
 
     def _publish_clock(self, t: float) -> None:
         if self._clock_pub is not None:
             self._clock_pub.publish(Clock(clock=s_to_stamp(t)))
+            self.clock_published += 1
 
     # -- services and events ----------------------------------------------------------------------
 
@@ -193,7 +226,7 @@ class TwinNode(Node):
     def _publish_diagnostics(self) -> None:
         stats = self._loop.stats
         pace = "real time" if self.real_time else f"{self.speed:g}x real time, /clock published"
-        values = {"sim_time_s": f"{self.backend.time:.3f}", "steps": self.steps, "overruns": stats.overruns,
+        values = {"sim_time_s": f"{self.backend.time:.3f}", "physics_steps": self.steps, "overruns": stats.overruns,
                   "caught_up": self.caught_up,
                   "skipped": stats.skipped, "episodes_judged": len(self.outcomes),
                   "successes": sum(o["success"] for o in self.outcomes)}

@@ -40,7 +40,8 @@ RUNTIME_ALLOWED_DRIVER_IMPORTS = {"handover.drivers.object_tracker"}
 DRIVER_INTERFACE_MODULES = {"handover.drivers.object_tracker", "handover.drivers.joint_group", "handover.drivers.device"}
 
 # The top layer in runtime/: they build the graph of every node (twin, drivers, safety, policy).
-GRAPH_MODULES = {"handover.runtime.node_graph", "handover.runtime.node_process", "handover.runtime.bringup"}
+GRAPH_MODULES = {"handover.runtime.node_graph", "handover.runtime.node_process", "handover.runtime.bringup",
+                 "handover.runtime.graph_benchmark"}
 
 BLOCK_TORCH = "import sys; sys.modules['torch'] = None\n"
 

@@ -229,6 +229,16 @@ class JointGroupNode(Node):
                 self.get_logger().error(f"{self.get_name()}: {detail}")
             self._publish_diagnostics()
 
+    def hold(self, why: str) -> None:
+        """Hold the measured position now and follow no command until the next episode starts
+        (``why`` goes to the diagnostics): the graph's last word to the device before it closes."""
+        now = self._device_now()
+        with self._lock:
+            self.arming.disarm()
+            if self.device.state is Lifecycle.ACTIVE:
+                self.device.hold(now)
+            self._set_locked(NodeState.HOLDING, f"{why}: holding the measured position")
+
     def _on_release(self) -> None:
         with self._lock:
             if not self._stopped:

@@ -30,6 +30,7 @@ from pathlib import Path
 from typing import Optional
 
 from handover.runtime.cell_config import DEFAULT_CONFIG_PATH, CellConfig
+from handover.runtime.cli_values import positive_float
 from handover.runtime.errors import InputError
 
 BACKENDS = ("sim", "real")
@@ -59,6 +60,7 @@ class Graph:
     context: object
     nodes: list = field(default_factory=list)
     twin: Optional[object] = None  # the TwinNode, with the sim backend
+    devices: Optional[object] = None  # the devices the drivers serve (closed by shutdown); .all() lists them
     policy: Optional[object] = None  # the PolicyNode
     drivers: list = field(default_factory=list)
     executor: Optional[object] = None
@@ -98,19 +100,28 @@ class Graph:
                 raise
 
     def shutdown(self) -> None:
-        """Stop the loops, let the executor thread finish its callback (it returns within the
-        ``spin_once`` timeout, 0.05 s), shut the executor down, then destroy the nodes."""
+        """Stop the policy's loop (no command after it), make every driver hold its measured
+        position (the last command any device gets), stop the twin, let the executor thread finish
+        its callback (it returns within the ``spin_once`` timeout, 0.05 s), shut the executor down,
+        destroy the nodes, then close every device. Each step runs even if an earlier one failed."""
+        steps = []
         if self.policy is not None:
-            self.policy.stop_loop()
+            steps.append(self.policy.stop_loop)
+        steps += [lambda d=d: d.hold("the graph is shutting down") for d in self.drivers]
         if self.twin is not None:
-            self.twin.stop()
-        self._stopping.set()
-        if self._spin is not None:
-            self._spin.join(2.0)
-        if self.executor is not None:
-            self.executor.shutdown(timeout_sec=2.0)
-        for node in self.nodes:
-            node.destroy_node()
+            steps.append(self.twin.stop)
+        steps += [self._stopping.set, lambda: self._spin is not None and self._spin.join(2.0),
+                  lambda: self.executor is not None and self.executor.shutdown(timeout_sec=2.0)]
+        steps += [n.destroy_node for n in self.nodes]
+        steps += [d.close for d in (self.devices.all() if self.devices is not None else [])]
+        errors = []
+        for step in steps:
+            try:
+                step()
+            except Exception as exc:  # noqa: BLE001 - the rest must still hold, stop and close
+                errors.append(exc)
+        if errors:
+            raise errors[0]
 
 
 def _overrides(use_sim_time: bool) -> list:
@@ -157,6 +168,7 @@ def build_graph(cfg: CellConfig, context, backend: str = "sim", nodes: str = "al
             if nodes == "cell":
                 raise InputError("node set 'cell' is for backend sim; with hardware use 'drivers'")
             devices, device_clock = _hardware_devices(cfg), None
+        graph.devices = devices
         for (side, group), device in devices.joint_groups.items():
             node = JointGroupNode(device, cfg, side, group, context=context, parameter_overrides=params,
                                   device_clock=device_clock, state_rate_hz=cfg.joint_state_rate_hz)
@@ -188,6 +200,6 @@ def add_common_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--backend", choices=BACKENDS, default="sim", help="sim: the MuJoCo twin (default); real: the hardware")
     p.add_argument("--config", type=Path, default=DEFAULT_CONFIG_PATH, help="cell config (default: %(default)s)")
     p.add_argument("--bundle", type=Path, default=None, help="policy bundle (default: the config's models.bundle)")
-    p.add_argument("--speed", type=float, default=None, metavar="X",
+    p.add_argument("--speed", type=positive_float, default=None, metavar="X",
                    help="run the twin X times faster than real time, publishing /clock; nodes use sim time "
                         "(default: paced to real time)")

@@ -26,6 +26,7 @@ import numpy as np
 
 from handover.runtime.node_graph import add_common_arguments, build_graph
 from handover.runtime.cell_config import load_cell_config
+from handover.runtime import run_status
 from handover.runtime.errors import InputError
 
 
@@ -188,6 +189,8 @@ def run_episodes(op: Operator, episodes: int, timeout: float, release: bool = Tr
         result = run_episode(op, n, timeout)
         op.results.append(result)
         print(result.line(episodes), flush=True)
+        done = sum(bool(r.outcome and r.outcome["success"]) for r in op.results)
+        run_status.report(f"{n} of {episodes} episodes run ({done} caught); the drivers held and closed")
         if result.end["reason"] in ("stopped", "cell lost"):
             print(f"operator: episode {n} ended by {result.end['reason']}: not starting the remaining "
                   f"{episodes - n} episode(s)", flush=True)

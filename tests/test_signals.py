@@ -16,13 +16,13 @@ import pytest
 
 
 def run_until(argv: list[str], cwd: Path, ready: str, sig: int, timeout: float = 120.0) -> tuple[int, str]:
-    """Start ``python -m handover ARGV``; once its stderr matches ``ready`` send ``sig``; return
-    (exit code, stderr)."""
+    """Start ``python -m handover ARGV``; once its output (stdout and stderr together) matches
+    ``ready`` send ``sig``; return (exit code, output)."""
     env = dict(os.environ, MUJOCO_GL=os.environ.get("MUJOCO_GL", "egl"), PYTHONUNBUFFERED="1")
     proc = subprocess.Popen([sys.executable, "-m", "handover", *argv], cwd=cwd, env=env, text=True,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
     err: list[str] = []
-    reader = threading.Thread(target=lambda: err.extend(iter(lambda: proc.stderr.read(1), "")), daemon=True)
+    reader = threading.Thread(target=lambda: err.extend(iter(lambda: proc.stdout.read(1), "")), daemon=True)
     reader.start()
     deadline = time.monotonic() + timeout
     try:
@@ -62,3 +62,13 @@ def test_render_interrupted_leaves_no_partial_folder(tmp_path):
     assert rc == 130, err
     assert "Traceback" not in err
     assert list(tmp_path.iterdir()) == []  # neither frames/ nor its temporary folder
+
+
+@pytest.mark.parametrize("sig, code", [(signal.SIGINT, 130), (signal.SIGTERM, 143)], ids=["SIGINT", "SIGTERM"])
+def test_bringup_stops_cleanly_mid_run(sig, code, tmp_path):
+    pytest.importorskip("rclpy", reason="rclpy is not installed (pip install 'handover[ros]')")
+    rc, err = run_until(["bringup", "--episodes", "20"], tmp_path, r"releasing it", sig)
+    assert rc == code, err
+    assert "Traceback" not in err
+    last = [line for line in err.splitlines() if line.strip()][-1]
+    assert last.startswith("handover bringup: "), last

@@ -12,35 +12,80 @@ With ``episodes:=N`` (N > 0) a fourth process, the operator (``handover node ope
 episodes one after the other and prints each outcome; with ``episodes:=0`` (default) start them
 yourself: ``ros2 service call /handover/start std_srvs/srv/Trigger``. ``speed:=X`` runs the twin X times
 faster than real time, publishes ``/clock`` and sets ``use_sim_time`` on every node.
+
+Every node keeps its own name (``twin``, ``thrower_arm_driver``, ..., ``safety``, ``policy``): the
+processes get no node-name remap, as each runs several nodes.
+
+How the launch ends (``ros2 launch`` returns what ``LaunchService.run()`` returns: 0, or 1 when the
+launch failed):
+
+- the operator (``episodes:=N``) finished: the whole launch stops; exit status 0 if the operator
+  exited 0, else 1 with ``the operator process exited with code C`` logged;
+- any other process ended on its own: the whole launch stops (the cell does not work with a process
+  missing); exit status 1 with ``the P process exited with code C`` logged if its code was not 0
+  (e.g. ``backend:=real`` without hardware: the drivers process prints the error and exits 2);
+- Ctrl-C: every process stops; exit status 0.
 """
 
 from launch import LaunchDescription
-from launch.actions import DeclareLaunchArgument, OpaqueFunction
+from launch.actions import DeclareLaunchArgument, OpaqueFunction, RegisterEventHandler, Shutdown
+from launch.event_handlers import OnProcessExit
 from launch.substitutions import LaunchConfiguration
 from launch_ros.actions import Node
 
 BACKENDS = ("sim", "real")
 
 
+class ProcessFailed(RuntimeError):
+    """A process of the cell exited non-zero. Raised in the launch's event loop, which logs it, shuts
+    the launch down and makes ``LaunchService.run()`` (so ``ros2 launch``) return 1."""
+
+
+def _on_exit(node_set: str, episodes: int):
+    def on_exit(event, context):
+        if context.is_shutdown:  # stopped by the launch (Ctrl-C, or another process ended it)
+            return None
+        if event.returncode != 0:
+            raise ProcessFailed(f"the {node_set} process exited with code {event.returncode} "
+                                "(its error is in its output above); stopping the launch")
+        if node_set == "operator":
+            return [Shutdown(reason=f"the operator ran its {episodes} episode(s)")]
+        return [Shutdown(reason=f"the {node_set} process ended; the cell does not run without it")]
+
+    return on_exit
+
+
 def _processes(context):
     backend = LaunchConfiguration("backend").perform(context)
     config = LaunchConfiguration("config").perform(context)
     speed = LaunchConfiguration("speed").perform(context)
+    episodes_text = LaunchConfiguration("episodes").perform(context) or "0"
     if backend not in BACKENDS:
         raise ValueError(f"backend:={backend!r}: expected one of {', '.join(BACKENDS)}")
+    try:
+        episodes = int(episodes_text)
+    except ValueError:
+        raise ValueError(f"episodes:={episodes_text!r}: expected a whole number >= 0") from None
+    if episodes < 0:
+        raise ValueError(f"episodes:={episodes}: expected a whole number >= 0")
     common = ["--backend", backend]
     if config:
         common += ["--config", config]
     if speed:
         common += ["--speed", speed]
-    params = [{"use_sim_time": bool(speed)}]
-    episodes = int(LaunchConfiguration("episodes").perform(context) or 0)
+    # one parameter for every node of every process (launch_ros writes it for the wildcard '/**')
+    params = [{"use_sim_time": bool(speed) and backend == "sim"}]
     sets = ["cell" if backend == "sim" else "drivers", "safety", "policy"] + (["operator"] if episodes > 0 else [])
-    return [
-        Node(package="handover", executable="handover_node", name=f"handover_{name}",
-             arguments=[name, *common, "--episodes", str(episodes)], parameters=params, output="screen")
-        for name in sets
-    ]
+    actions = []
+    for node_set in sets:
+        # No name=: launch_ros would pass `-r __node:=NAME`, which renames every node of the process.
+        # exec_name only labels the process in the launch's output ([cell-1], [safety-2], ...).
+        process = Node(package="handover", executable="handover_node", exec_name=node_set,
+                       arguments=[node_set, *common, "--episodes", str(episodes)], parameters=params,
+                       output="screen")
+        actions += [RegisterEventHandler(OnProcessExit(target_action=process, on_exit=_on_exit(node_set, episodes))),
+                    process]
+    return actions
 
 
 def generate_launch_description() -> LaunchDescription:
@@ -49,7 +94,8 @@ def generate_launch_description() -> LaunchDescription:
                               description="sim: the MuJoCo twin (default); real: the hardware"),
         DeclareLaunchArgument("config", default_value="", description="cell config (default: launch/cell.yaml)"),
         DeclareLaunchArgument("episodes", default_value="0",
-                              description="episodes the operator process runs; 0: start them with /handover/start"),
+                              description="episodes the operator process runs, then the launch ends with its "
+                                          "exit status; 0: start them with /handover/start"),
         DeclareLaunchArgument("speed", default_value="",
                               description="twin speed factor; empty: paced to real time"),
         OpaqueFunction(function=_processes),

@@ -208,6 +208,11 @@ def run_episodes(op: Operator, episodes: int, timeout: float, release: bool = Tr
     return caught
 
 
+def exit_status(op: Operator, episodes: int) -> int:
+    """0 if all ``episodes`` ran to their end (caught or not), else 1 (a stop, a fault, a lost cell)."""
+    return 0 if len(op.results) == episodes and all(r.end["reason"] == "done" for r in op.results) else 1
+
+
 def measure_stop(op: Operator, drivers, k: int, period_s: float) -> list[float]:
     """K stops: publish true, wait until every driver held, publish false, reset. Latencies in s."""
     latencies = []
@@ -256,7 +261,7 @@ def run(args) -> int:
         print(f"bringup: {len(graph.nodes)} nodes up (backend {args.backend}, {pace}); running {args.episodes} episode(s)",
               flush=True)
         run_episodes(op, args.episodes, args.timeout)
-        status = 0 if all(r.end["reason"] == "done" for r in op.results) and len(op.results) == args.episodes else 1
+        status = exit_status(op, args.episodes)
         timing = graph.policy.timing()
         print(f"command loop period jitter: {_percentiles_ms(timing['jitter_s'])}; overruns {timing['overruns']}")
         if baseline is not None:

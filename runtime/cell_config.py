@@ -20,6 +20,8 @@ from typing import Any, Optional
 
 import yaml
 
+from handover.runtime.plausibility import PlausibilityConfig, PlausibilityError
+
 DEFAULT_CONFIG_PATH = Path(__file__).resolve().parent.parent / "launch" / "cell.yaml"
 
 ARM_DOFS = 6
@@ -40,7 +42,8 @@ class JointGroupConfig:
     """One joint group (an arm or a hand) in contract slot order. Angles in rad, speeds in rad/s.
 
     ``lower``/``upper``: the training position limits; ``velocity_limit``: the training speed limit
-    per joint (> 0), enforced by the twin and by the command gate."""
+    per joint (> 0), enforced by the twin and by the command gate. The joints' physical (hardware)
+    ranges are in ``plausibility.joint_ranges`` (:mod:`handover.runtime.plausibility`)."""
 
     joints: tuple[str, ...]
     lower: tuple[float, ...]
@@ -193,6 +196,8 @@ class CellConfig:
     models: ModelsConfig
     topics: TopicsConfig
     gate: GateConfig
+    # Bounds of physically plausible inputs (workspace, joint margin, stamps): runtime/plausibility.py
+    plausibility: PlausibilityConfig
     twin: TwinConfig
     source: Path = field(default=Path("<memory>"), metadata={"not_a_key": True})
 
@@ -284,7 +289,10 @@ class _Context:
             if f.name not in raw:
                 self.fail(sub, "missing key")
             values[f.name] = self.value(hints[f.name], raw[f.name], sub, f.metadata)
-        return cls(**values)
+        try:
+            return cls(**values)
+        except PlausibilityError as exc:  # a section that validates itself names the field
+            self.fail(_join(key, exc.key), exc.problem, exc.value)
 
     def value(self, tp: Any, raw: Any, key: str, meta: typing.Mapping) -> Any:
         origin = typing.get_origin(tp)
@@ -385,6 +393,7 @@ def _check_cell(ctx: _Context, cfg: CellConfig) -> None:
                     ctx.fail(key, f"duplicate joint name, also at {seen[name]}", name)
                 seen[name] = key
     _check_twin(ctx, cfg)
+    _check_plausibility(ctx, cfg)
     for f in dataclasses.fields(TopicsConfig):
         name = getattr(cfg.topics, f.name)
         if not _TOPIC_RE.match(name) or "//" in name or name.endswith("/"):
@@ -419,6 +428,40 @@ def _check_twin(ctx: _Context, cfg: CellConfig) -> None:
     for name, cam in tw.cameras.items():
         if cam.position == cam.target:
             ctx.fail(f"twin.cameras.{name}.target", "must differ from the camera position", list(cam.target))
+
+
+def _check_plausibility(ctx: _Context, cfg: CellConfig) -> None:
+    """Each joint group's hardware range has one entry per joint and contains its training range;
+    everything the cell itself places lies inside the plausible workspace: the arm bases, the
+    object's start and the whole goal box (else the bounds, not the inputs, are wrong)."""
+    pl = cfg.plausibility
+    for side in ("thrower", "catcher"):
+        for group in ("arm", "hand"):
+            g = getattr(getattr(cfg, side), group)
+            lower, upper = pl.hardware_range(side, group)
+            key = f"plausibility.joint_ranges.{side}.{group}"
+            for name, seq in (("hardware_lower", lower), ("hardware_upper", upper)):
+                if len(seq) != len(g.joints):
+                    ctx.fail(f"{key}.{name}", f"expected {len(g.joints)} entries (the joints of {side}.{group}), "
+                             f"got {len(seq)}", list(seq))
+            for i, (joint, lo, hi, hw_lo, hw_hi) in enumerate(zip(g.joints, g.lower, g.upper, lower, upper)):
+                if hw_lo > lo:
+                    ctx.fail(f"{key}.hardware_lower[{i}]", f"the hardware range of {joint} must contain its training "
+                             f"range: above {side}.{group}.lower[{i}] = {lo!r}", hw_lo)
+                if hw_hi < hi:
+                    ctx.fail(f"{key}.hardware_upper[{i}]", f"the hardware range of {joint} must contain its training "
+                             f"range: below {side}.{group}.upper[{i}] = {hi!r}", hw_hi)
+    g = cfg.goal
+    corners = [tuple(c + s * h for c, h, s in zip(g.center, g.half_range, signs))
+               for signs in ((-1, -1, -1), (1, 1, 1))]
+    places = [("thrower.base_position", cfg.thrower.base_position), ("catcher.base_position", cfg.catcher.base_position),
+              ("object.start_position", cfg.object.start_position), ("goal.center - goal.half_range", corners[0]),
+              ("goal.center + goal.half_range", corners[1])]
+    for where, xyz in places:
+        if not pl.contains(xyz):
+            ctx.fail("plausibility.workspace_lower/workspace_upper",
+                     f"the workspace box must contain {where} = {[round(v, 6) for v in xyz]} m",
+                     [list(pl.workspace_lower), list(pl.workspace_upper)])
 
 
 def _join(key: str, sub: str) -> str:

@@ -9,10 +9,21 @@ Inputs (names and QoS from :mod:`handover.runtime.ros_interface`):
 - ``/handover/object/position`` (PointStamped, world frame, m): the newest one, as an
   :class:`~handover.drivers.object_tracker.ObjectObservation` (a non-finite point, or a frame other
   than ``world``, counts as "not found"); until one arrives the controller uses the configured
-  start position;
+  start position (and after that its last valid one);
 - ``/handover/estop`` and ``/handover/safety/latched`` through :func:`~handover.runtime.estop.listen_for_stop`.
   The node starts stopped: it accepts no start before the safety node's ``false`` on the latch topic
   (only the safety node's counts).
+
+Implausible inputs (:mod:`handover.runtime.plausibility`, bounds from the cell config's
+``plausibility:`` section, with the joints' hardware ranges in its ``joint_ranges``): a joint
+state with a joint more than ``joint_margin`` beyond its hardware range, an object position outside
+the workspace box, and any of these messages stamped more than ``stamp_future_s`` after or
+``stamp_past_s`` before the node's clock (not judged before the clock has a time: sim time before
+the first ``/clock``) are dropped before anything is stored: never used, and a dropped joint state
+does not refresh its group's freshness (a driver that sends only implausible states is stale, a
+cell that does is lost, as if silent). Each is counted per topic and kind on ``/diagnostics``
+(``implausible_inputs``, ``implausible <kind> <topic>``, ``implausible last <topic>``) and logged,
+at most every :data:`IMPLAUSIBLE_LOG_PERIOD_S` per topic and kind.
 
 Outputs: the four ``joint_commands`` (position targets, rad, names from the cell config; the
 episode's token in ``header.frame_id``), ``/handover/policy/predicted_goal`` (world frame, m),
@@ -124,6 +135,7 @@ from handover.runtime.control_loop import PacedLoop, RosClock
 from handover.runtime.episode_sequencer import ACTIVE_PHASES, EpisodeSequencer, Phase, SequencerTick, min_jerk
 from handover.runtime.episode_token import CellWatch, command_problem, make_token, new_instance_id
 from handover.runtime.estop import listen_for_stop
+from handover.runtime.plausibility import RejectionLog, joint_problem, object_problem, stamp_problem
 from handover.runtime.contract_state import ContractNoise
 from handover.runtime.policy_controller import PolicyController
 from handover.runtime.policy_networks import PolicyNetworks
@@ -155,6 +167,7 @@ STALE_PERIODS = 15.0  # default (0.75 s at 20 Hz): a group this many control per
 CELL_LOST_S = 0.3  # s, wall clock: no joint state from any group for this long: the cell is lost
 # (the issue's bound is "stops commanding within 0.5 s": this plus one control period plus the loop's lateness)
 PLACE_TIMEOUT_S = 5.0  # wall-clock limit for the twin's answer to place_object
+IMPLAUSIBLE_LOG_PERIOD_S = 5.0  # wall s: an implausible input is logged at most this often per topic and kind
 
 
 @dataclass
@@ -181,7 +194,8 @@ class PolicyNode(Node):
     joint states arrive); :attr:`instance_id` (this node's part of the episode tokens);
     :attr:`episode_ends` (every ``episode_end`` sent, as dicts); :attr:`last_command_perf`
     (``time.perf_counter()`` of the last command published, or None) and :attr:`last_state_perf`
-    (of the newest joint state received).
+    (of the newest joint state received and kept); :meth:`implausible_counts` (inputs dropped as
+    physically implausible, per topic and kind).
     """
 
     def __init__(self, cfg: CellConfig, networks: PolicyNetworks, *, context=None, blend_s: float = 1.0,
@@ -221,6 +235,8 @@ class PolicyNode(Node):
         self._joints: dict[tuple[str, str], _GroupInput] = {}
         self._object = ObjectObservation(stamp=-np.inf, valid=False)
         self._input_errors: dict[str, str] = {}  # topic -> last rejected message's problem
+        self._implausible = RejectionLog(IMPLAUSIBLE_LOG_PERIOD_S)  # implausible inputs (plausibility.py)
+        self._hardware = {k: cfg.plausibility.hardware_range(*k) for k in KEYS}  # rad, per group
         self._start_requested = False
         self._episode = 0  # number of the current/last accepted episode
         self._token = ""  # its token (make_token)
@@ -321,6 +337,8 @@ class PolicyNode(Node):
 
     def _joint_callback(self, key):
         topic, names = self.topics.joint_states[key], self.names[key]
+        hardware_lower, hardware_upper = self._hardware[key]
+        margin = self.cfg.plausibility.joint_margin
 
         def callback(msg) -> None:
             received = time.perf_counter()
@@ -333,13 +351,19 @@ class PolicyNode(Node):
                 bad = int(np.flatnonzero(~np.isfinite(position))[0])
                 self._reject(topic, f"{topic}: joint {names[bad]} position is not finite: {position[bad]}")
                 return
+            stamp = stamp_to_s(msg.header.stamp)
+            implausible = (stamp_problem(stamp, self._clock_now(), self.cfg.plausibility, topic)
+                           or joint_problem(names, position, hardware_lower, hardware_upper, margin, topic))
+            if implausible:  # never stored: not used, and no sign of life of the driver
+                self._reject_implausible(topic, implausible)
+                return
             effort = None
             if len(msg.effort) == len(msg.name):  # matched by name, like the positions
                 index = {n: i for i, n in enumerate(msg.name)}
                 effort = np.array([msg.effort[index[n]] for n in names], dtype=float)
                 if not np.isfinite(effort).all():
                     effort = None
-            entry = _GroupInput(position, effort, stamp_to_s(msg.header.stamp), received, self._clock.now())
+            entry = _GroupInput(position, effort, stamp, received, self._clock.now())
             with self._lock:
                 self._joints[key] = entry
                 self.last_state_perf = received
@@ -354,6 +378,11 @@ class PolicyNode(Node):
         elif not np.isfinite(xyz).all():
             obs = ObjectObservation(stamp=stamp, valid=False)  # the tracker did not find the object
         else:
+            topic, pl = self.topics.object_position, self.cfg.plausibility
+            implausible = stamp_problem(stamp, self._clock_now(), pl, topic) or object_problem(xyz, pl, topic)
+            if implausible:  # never stored: the controller keeps its last valid position
+                self._reject_implausible(topic, implausible)
+                return
             obs = ObjectObservation(stamp=stamp, valid=True, position=xyz)
         with self._lock:
             self._object = obs
@@ -364,6 +393,25 @@ class PolicyNode(Node):
             self._input_errors[topic] = problem
         if new:
             self.get_logger().error(f"ignoring a message: {problem}")
+
+    def _reject_implausible(self, topic: str, found) -> None:
+        """Count an implausible message (:class:`~handover.runtime.plausibility.Implausible`) and log
+        it, throttled."""
+        with self._lock:
+            line = self._implausible.add(topic, found, time.monotonic())
+        if line:
+            self.get_logger().error(line)
+
+    def _clock_now(self) -> Optional[float]:
+        """The node's clock (s) for judging stamps; None while it has no time (sim time before the
+        first ``/clock``)."""
+        now = self._clock.now()
+        return now if now > 0.0 else None
+
+    def implausible_counts(self) -> dict[tuple[str, str], int]:
+        """Implausible messages dropped so far, ``{(topic, kind): n}`` (a copy; any thread)."""
+        with self._lock:
+            return dict(self._implausible.counts)
 
     def _on_stop(self) -> None:
         self._stopped.set()  # before anything else: the loop checks it before every publish
@@ -669,6 +717,7 @@ class PolicyNode(Node):
                 f": {end['detail']}" if end["detail"] else "")
         with self._lock:
             values.update({f"input error {t}": p for t, p in self._input_errors.items()})
+            values.update(self._implausible.values())
         with self._diag_lock:
             self._diag_pub.publish(diagnostics_msg(NODE_NAME, state, self._clock.now(), detail, values))
 

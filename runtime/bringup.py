@@ -27,6 +27,7 @@ import numpy as np
 from handover.runtime.node_graph import add_common_arguments, build_graph
 from handover.runtime.cell_config import load_cell_config
 from handover.runtime import run_status
+from handover.runtime.cli_values import nonneg_int, positive_float
 from handover.runtime.errors import InputError
 
 
@@ -34,10 +35,10 @@ def add_parser(sub) -> None:
     p = sub.add_parser("bringup", help="bring up the whole cell (twin by default) and run N episodes over ROS 2",
                        description=__doc__.split("\n\n")[1].replace("\n", " "))
     add_common_arguments(p)
-    p.add_argument("--episodes", type=int, default=1, metavar="N", help="episodes to run (default: %(default)s)")
-    p.add_argument("--measure-stop", type=int, default=0, metavar="K",
+    p.add_argument("--episodes", type=nonneg_int, default=1, metavar="N", help="episodes to run (default: %(default)s)")
+    p.add_argument("--measure-stop", type=nonneg_int, default=0, metavar="K",
                    help="after the episodes, measure the stop latency over K stops (default: none)")
-    p.add_argument("--timeout", type=float, default=20.0, metavar="S", help="give up on an episode after S wall seconds")
+    p.add_argument("--timeout", type=positive_float, default=20.0, metavar="S", help="give up on an episode after S wall seconds")
     p.set_defaults(func=run)
 
 

@@ -24,6 +24,7 @@ Executor: :func:`make_executor`, one per process, spun by one thread (:meth:`Gra
 from __future__ import annotations
 
 import argparse
+import sys
 import threading
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -49,7 +50,17 @@ def make_executor(context):
         from rclpy.executors import SingleThreadedExecutor
 
         return SingleThreadedExecutor(context=context)
-    return EventsExecutor(context=context)
+    # Its constructor enables faulthandler on sys.stderr, which needs a real file descriptor; where
+    # stderr was replaced (pytest's capture, a GUI) give it the process's own stderr for that.
+    saved = sys.stderr
+    try:
+        sys.stderr.fileno()
+    except (AttributeError, OSError, ValueError):
+        sys.stderr = sys.__stderr__
+    try:
+        return EventsExecutor(context=context)
+    finally:
+        sys.stderr = saved
 
 
 @dataclass

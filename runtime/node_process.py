@@ -23,6 +23,7 @@ import sys
 import threading
 
 from handover.runtime.cell_config import load_cell_config
+from handover.runtime.cli_values import nonneg_int
 from handover.runtime.errors import InputError
 from handover.runtime.node_graph import NODE_SETS, add_common_arguments, build_graph
 
@@ -34,7 +35,7 @@ def add_parser(sub) -> None:
                        description="Run one process of the cell's node graph until interrupted: " + ", ".join(NODE_SETS))
     p.add_argument("set", choices=NODE_SETS)
     add_common_arguments(p)
-    p.add_argument("--episodes", type=int, default=0, metavar="N", help="operator: episodes to run")
+    p.add_argument("--episodes", type=nonneg_int, default=0, metavar="N", help="operator: episodes to run")
     p.add_argument("--ros-args", dest="ros_args", nargs=argparse.REMAINDER, default=None,
                    help=argparse.SUPPRESS)  # appended by launch_ros: parameters files, remaps, log levels
     p.set_defaults(func=run_node)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import os
 import signal
 import sys
 import threading
@@ -94,6 +95,9 @@ def main(argv: list[str] | None = None) -> int:
     except operator_errors() as exc:
         print(f"{name}: error: {exc}", file=sys.stderr)
         return 2
+    except BrokenPipeError:  # the reader went away (`handover config | head`): no traceback, no more output
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 141  # the shell's code for SIGPIPE
     except KeyboardInterrupt:
         print(f"\n{name}: interrupted (SIGINT); stopped cleanly{_so_far()}", file=sys.stderr)
         return 130

@@ -100,17 +100,9 @@ class Operator:
         graph.nodes.append(self.node)  # destroyed with the graph
 
     def call(self, client, timeout: float = 5.0):
-        from std_srvs.srv import Trigger
+        from handover.runtime.ros_interface import call_trigger
 
-        if not client.wait_for_service(timeout_sec=timeout):
-            raise InputError(f"service {client.srv_name} did not appear within {timeout} s")
-        future = client.call_async(Trigger.Request())
-        deadline = time.monotonic() + timeout
-        while not future.done():
-            if time.monotonic() > deadline:
-                raise InputError(f"service {client.srv_name} did not answer within {timeout} s")
-            time.sleep(0.005)
-        return future.result()
+        return call_trigger(client, timeout)
 
     def release_latch(self, timeout: float = 10.0) -> str:
         """Release the safety stop (the safety node starts latched): ``false`` on the estop topic,

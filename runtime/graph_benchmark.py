@@ -225,7 +225,6 @@ class _Operator:
         self.reset_client = self.node.create_client(Trigger, self.topics.estop_reset)
         self.estop_pub = self.node.create_publisher(Bool, self.topics.estop, qos_latched())
         self._bool = Bool
-        self._request = Trigger.Request
         self.executor = make_executor(self.context)
         self.executor.add_node(self.node)
         self._stop = threading.Event()
@@ -237,15 +236,9 @@ class _Operator:
             self.executor.spin_once(timeout_sec=0.05)
 
     def call(self, client, timeout: float):
-        if not client.wait_for_service(timeout_sec=timeout):
-            raise InputError(f"graph-benchmark: service {client.srv_name} did not appear within {timeout:g} s")
-        future = client.call_async(self._request())
-        deadline = time.monotonic() + timeout
-        while not future.done():
-            if time.monotonic() > deadline:
-                raise InputError(f"graph-benchmark: {client.srv_name} did not answer within {timeout:g} s")
-            time.sleep(0.005)
-        return future.result()
+        from handover.runtime.ros_interface import call_trigger
+
+        return call_trigger(client, timeout, "graph-benchmark")
 
     def call_retrying(self, client, timeout: float, attempt_s: float = 5.0):
         """``call`` with a fresh request every ``attempt_s`` until ``timeout``: a service's first

@@ -266,3 +266,26 @@ def diagnostics_msg(node_name: str, state: NodeState, stamp_s: float, detail: st
     arr.header.stamp = s_to_stamp(stamp_s)
     arr.status = [status]
     return arr
+
+
+def call_trigger(client, timeout: float, who: str = ""):
+    """Call a ``std_srvs/Trigger`` service and wait for its response, from a thread other than the
+    one spinning the client's node (the executor delivers the response). ``timeout`` (s, wall) for
+    the service to appear and again for its answer; either missing is an
+    :class:`~handover.runtime.errors.InputError` naming the service (``who`` prefixes the message)."""
+    import time
+
+    from std_srvs.srv import Trigger
+
+    from handover.runtime.errors import InputError
+
+    prefix = f"{who}: " if who else ""
+    if not client.wait_for_service(timeout_sec=timeout):
+        raise InputError(f"{prefix}service {client.srv_name} did not appear within {timeout:g} s")
+    future = client.call_async(Trigger.Request())
+    deadline = time.monotonic() + timeout
+    while not future.done():
+        if time.monotonic() > deadline:
+            raise InputError(f"{prefix}service {client.srv_name} did not answer within {timeout:g} s")
+        time.sleep(0.005)
+    return future.result()

@@ -21,6 +21,7 @@ COMMAND_MODULES = (
     "handover.runtime.export",  # handover export
     "handover.runtime.benchmark",  # handover benchmark
     "handover.runtime.graph_benchmark",  # handover graph-benchmark
+    "handover.drivers.benchmark",  # handover drivers-benchmark
     "handover.runtime.config_check",  # handover config
     "handover.sim_twin.commands",  # handover twin export-mjcf | render | benchmark
     "handover.sim_twin.train_reference",  # handover train-reference

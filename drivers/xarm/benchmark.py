@@ -98,7 +98,7 @@ def run(rate_hz: float, duration_s: float, address: str) -> dict:
         dev.close()
 
 
-def _print(r: dict) -> None:
+def print_figures(r: dict) -> None:
     def pct(d):
         return f"p50 {d['p50']:.3f}  p99 {d['p99']:.3f}  max {d['max']:.3f}"
 
@@ -131,7 +131,7 @@ def main(argv: Optional[list] = None) -> int:
         for rate in args.rate or [100.0, 250.0]:
             results.append(run(rate, args.duration, address))
             if not args.json:
-                _print(results[-1])
+                print_figures(results[-1])
     finally:
         proc.stdin.write("quit\n")
         proc.stdin.flush()

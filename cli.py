@@ -18,6 +18,8 @@ import threading
 # Modules with subcommands, in the order ``handover --help`` lists them.
 COMMAND_MODULES = (
     "handover.runtime.replay",  # handover contract replay
+    "handover.runtime.recorder",  # handover record
+    "handover.sim_twin.replay_bag",  # handover replay
     "handover.runtime.export",  # handover export
     "handover.runtime.benchmark",  # handover benchmark
     "handover.runtime.graph_benchmark",  # handover graph-benchmark

@@ -139,6 +139,7 @@ from handover.runtime.plausibility import RejectionLog, joint_problem, object_pr
 from handover.runtime.contract_state import ContractNoise
 from handover.runtime.policy_controller import PolicyController
 from handover.runtime.policy_networks import PolicyNetworks
+from handover.runtime.step_topic import POLICY_STEP_TOPIC, PolicyStepRecord, step_msg
 from handover.runtime.ros_interface import (
     GROUPS,
     SIDES,
@@ -261,6 +262,7 @@ class PolicyNode(Node):
         # -- outputs ------------------------------------------------------------------------------
         self._cmd_pubs = {k: self.create_publisher(JointState, self.topics.joint_commands[k], qos_command()) for k in KEYS}
         self._goal_pub = self.create_publisher(PointStamped, self.topics.predicted_goal, qos_command())
+        self._step_pub = self.create_publisher(JointState, POLICY_STEP_TOPIC, qos_command())
         self._done_pub = self.create_publisher(UInt32, self.topics.episode_done, qos_events())
         self._start_pub = self.create_publisher(String, self.topics.episode_start, qos_episode_start())
         self._end_pub = self.create_publisher(String, self.topics.episode_end, qos_events())
@@ -635,14 +637,15 @@ class PolicyNode(Node):
         except Exception as exc:  # noqa: BLE001 - a fault of the policy or its inputs: stop commanding, report it
             self._fail(f"{type(exc).__name__}: {exc}")
             return
-        self._publish(out, joints, c1 - c0)
+        self._publish(out, joints, c1 - c0, (q, obs, efforts))
         if out.request_place and not self._stopped.is_set():  # never place the object under a stop
             self._request_place()
 
-    def _publish(self, out: SequencerTick, joints: dict, compute_s: float) -> None:
-        """The tick's commands, predicted goal and episode end, as the sequencer says. (The end is
-        reported even if a stop silenced its commands, as before the sequencer.) A non-finite
-        predicted goal aborts the episode before anything of the tick is published."""
+    def _publish(self, out: SequencerTick, joints: dict, compute_s: float, inputs=None) -> None:
+        """The tick's commands, predicted goal, step record and episode end, as the sequencer says.
+        (The end is reported even if a stop silenced its commands, as before the sequencer.) A
+        non-finite predicted goal aborts the episode before anything of the tick is published.
+        ``inputs``: ``(q, obs, efforts)`` the sequencer was given, for the step record."""
         if out.result is not None:
             problem = command_problem(np.asarray(out.result.predicted_goal_world, dtype=float).ravel())
             if problem:
@@ -652,8 +655,9 @@ class PolicyNode(Node):
             sent_all = self._publish_commands(out.targets)
             if self._seq.phase is Phase.FAULT or (not sent_all and not out.done):
                 return
-            if sent_all and out.step is not None:  # a policy step: timing records
+            if sent_all and out.step is not None:  # a policy step: its record, timing records
                 sent = time.perf_counter()
+                self._publish_step(out, inputs)
                 self._latency.append(sent - max(e.received_perf for e in joints.values()))
                 self._latency_oldest.append(sent - min(e.received_perf for e in joints.values()))
                 self._compute.append(compute_s)
@@ -663,6 +667,17 @@ class PolicyNode(Node):
             self._done_pub.publish(UInt32(data=self._episode))
             self._end(self._episode, self._cmd_token, "done")
             self.get_logger().info(f"episode {self._episode} done ({self.cfg.episode_steps} steps); holding the last targets")
+
+    def _publish_step(self, out: SequencerTick, inputs) -> None:
+        """``/handover/policy/step``: what this policy step saw and did (:mod:`handover.runtime.step_topic`),
+        so that a recording replays it exactly."""
+        q, obs, efforts = inputs
+        obj = np.asarray(obs.position, dtype=float) if obs.valid else np.full(3, np.nan)
+        predicted = np.ravel(out.result.predicted_goal_world) if out.result is not None else np.full(3, np.nan)
+        record = PolicyStepRecord(self._deadline, self._cmd_token, int(out.step), np.asarray(q, dtype=float), obj,
+                                  bool(obs.valid), np.asarray(self.controller.goal, dtype=float),
+                                  np.asarray(out.targets, dtype=float), predicted, efforts)
+        self._step_pub.publish(step_msg(self._all_names, record))
 
     def _publish_commands(self, targets: np.ndarray) -> bool:
         """The four joint commands of 44 targets (contract order, rad), with the episode's token.

@@ -10,6 +10,7 @@ name                                       type                            QoS  
 /handover/{side}/{group}/joint_commands    sensor_msgs/JointState          reliable, keep last 1        control rate
 /handover/object/position                  geometry_msgs/PointStamped      best effort, keep last 1     tracker rate
 /handover/policy/predicted_goal            geometry_msgs/PointStamped      reliable, keep last 1        control rate
+/handover/policy/step                      sensor_msgs/JointState (named)  reliable, keep last 1        per policy step
 /handover/estop                            std_msgs/Bool                   reliable, transient local    on event
 /handover/safety/latched                   std_msgs/Bool                   reliable, transient local    on change
 /handover/policy/episode_start             std_msgs/String (token)         reliable, keep last 10,      per start

@@ -148,6 +148,17 @@ CASES = [
          lambda t: ".npz", lambda t: replay_log(t)),
     Case("replay output under a file", lambda t: ["contract", "replay", str(t / "log.npz"), str(t / "f.txt" / "o.npz")],
          lambda t: "f.txt", lambda t: (replay_log(t), write(t / "f.txt", "x"))),
+    # -- bags (handover replay) --------------------------------------------------------------------
+    Case("bag missing", lambda t: ["replay", str(t / "nobag")], lambda t: "nobag"),
+    Case("bag empty folder", lambda t: ["replay", str(t / "bag")], lambda t: "bag", lambda t: (t / "bag").mkdir()),
+    Case("bag not mcap", lambda t: ["replay", str(t / "bag")], lambda t: "bag",
+         lambda t: write(t / "bag" / "bag.mcap", b"this is not an mcap file at all" * 4)),
+    Case("bag 0 bytes", lambda t: ["replay", str(t / "bag")], lambda t: "bag",
+         lambda t: write(t / "bag" / "bag.mcap", b"")),
+    Case("bag truncated magic", lambda t: ["replay", str(t / "bag")], lambda t: "bag",
+         lambda t: write(t / "bag" / "bag.mcap", b"\x89MCAP0\r\n\x01\x00")),
+    Case("record into an existing bag", lambda t: ["record", str(t / "bag"), "--duration", "1"], lambda t: "bag",
+         lambda t: (t / "bag").mkdir()),
     # -- checkpoints (export) ---------------------------------------------------------------------
     Case("checkpoint missing", lambda t: ["export", "--thrower", str(t / "a0.pt"), "--catcher", str(t / "a1.pt"),
                                           "--goal", str(t / "m.pt"), "--out", str(t / "b")], lambda t: "a0.pt"),

@@ -50,11 +50,21 @@ def _on_sigterm(signum, frame):
     raise Terminated()
 
 
+def check_devices(cfg) -> list[str]:
+    """The hook ``handover config`` calls (``args.check_devices``) after loading a config: each
+    ``devices:`` entry checked with its driver's own config class (handover.drivers.registry; the
+    runtime itself may not import drivers). Returns one line per device; raises ConfigError."""
+    from handover.drivers.registry import describe, validate_devices
+
+    return describe(validate_devices(cfg))
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = OneLineParser(
         prog="handover",
         description="Run learned Dynamic Handover policies on the cell or its MuJoCo twin.",
     )
+    parser.set_defaults(check_devices=check_devices)  # hooks for commands of the runtime layer
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     for name in COMMAND_MODULES:
         importlib.import_module(name).add_parser(sub)

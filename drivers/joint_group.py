@@ -168,7 +168,7 @@ class JointGroup(Device):
         if self.state is Lifecycle.ACTIVE:
             self._guarded(self._hold, "stop", _checked_now(self.name, now), "stop")
         self._guarded(self._on_stop, "stop", now)
-        self.state = Lifecycle.STOPPED
+        self._enter_stopped()
 
     # -- the gate ---------------------------------------------------------------------------------
 

@@ -39,7 +39,22 @@ One instance per group, node name ``{side}_{group}_driver`` (e.g. ``thrower_arm_
   and its commands (``running``).
 - ``/diagnostics``: this node's state (``running``, ``holding``, ``estopped``, ``fault``) at 1 Hz
   (wall time, so it keeps coming while sim time stands still) and on every change, with the gate's
-  counters (commands clamped, rate limited, stale holds) and its mode.
+  counters (commands clamped, rate limited, stale holds), its mode, and the device's own values
+  (:meth:`~handover.drivers.device.Device.diagnostics`: an xArm's controller error and warning
+  codes with the vendor's words and its servo stream rate; an Allegro's status bits, temperature
+  and PD cycles; ``device_fault``: the device's fault reason).
+- Device faults: a device that faults from its own thread (a vendor error, a lost connection, a
+  status bit; :meth:`~handover.drivers.device.Device.report_fault`) is found by the state timer
+  (within one state period): the node goes to ``fault`` with ``<device> in FAULT: <the vendor's
+  words>``, stops publishing joint states (the policy sees the group go stale and ends its episode
+  as a fault) and every command fails (the device refuses it).
+- Recovery, service ``~/recover`` (``std_srvs/Trigger``, e.g. ``/thrower_arm_driver/recover``): once
+  the cause is removed (obstacle, E-stop button, cable, a cooled-down hand), the operator calls it:
+  the node closes the device, configures it again, runs the device's own recovery where it has one
+  (the xArm's ``recover()``: ``clean_error``/``clean_warn``), activates it and holds the measured
+  position; it follows no command until the next episode start. ``success`` false with the
+  device's words (the node stays in ``fault``) while the cause persists. Allowed in any state, also
+  while the safety stop is latched (the device then holds and the node stays ``estopped``).
 
 Time: the device's ``now`` is seconds on the node clock, unless ``device_clock`` is given (a
 callable returning the device's own time, s): the twin paced to real time without ``/clock`` runs
@@ -61,6 +76,7 @@ from rclpy.clock import Clock, ClockType
 from rclpy.node import Node
 from sensor_msgs.msg import JointState as JointStateMsg
 from std_msgs.msg import String
+from std_srvs.srv import Trigger
 
 from handover.drivers.device import DeviceError, Lifecycle
 from handover.drivers.joint_group import JointGroup
@@ -180,6 +196,8 @@ class JointGroupNode(Node):
                                                    qos_episode_start(), callback_group=io)
         self.stop_listener = listen_for_stop(self, self.topics, self._on_stop, self._on_release,
                                              callback_group=self._stop_group)
+        self.recoveries = 0
+        self._recover_srv = self.create_service(Trigger, "~/recover", self._on_recover, callback_group=io)
         self._state_timer = self.create_timer(self.state_period_s, self._on_state_timer, callback_group=io)
         self._diag_timer = self.create_timer(DIAGNOSTICS_PERIOD_S, self._publish_diagnostics, callback_group=io,
                                              clock=Clock(clock_type=ClockType.STEADY_TIME))
@@ -219,7 +237,8 @@ class JointGroupNode(Node):
             try:
                 self.device.hold(now)
             except DeviceError as exc:
-                changed = self._set_locked(NodeState.FAULT, f"estop: hold failed: {exc}")
+                changed = self._set_locked(NodeState.FAULT, self._fault_detail() if self.device.state is Lifecycle.FAULT
+                                           else f"estop: hold failed: {exc}")
             else:
                 self.stop_events.append((time.monotonic(), time.perf_counter()))
                 changed = self._set_locked(NodeState.ESTOPPED, "safety stop latched: holding, commands ignored")
@@ -285,7 +304,8 @@ class JointGroupNode(Node):
             try:
                 self.device.command_by_name(list(msg.name), list(msg.position), now)
             except DeviceError as exc:  # the device itself (FAULT, STOPPED, ...)
-                error = f"{self.command_topic}: command failed: {exc}"
+                error = (self._fault_detail() if self.device.state is Lifecycle.FAULT
+                         else f"{self.command_topic}: command failed: {exc}")
             except ValueError as exc:  # refused by the gate (names, lengths, not finite); the device holds
                 self.commands_rejected += 1
                 error = f"{self.command_topic}: command rejected: {exc}; holding the measured position"
@@ -308,6 +328,9 @@ class JointGroupNode(Node):
             # Read under the lock: a stop's hold in between must not look like the clock going back.
             device_now = now if self.device_clock is None else self.device_clock()
             js = None
+            if self.device.state is Lifecycle.FAULT and not self._reports_device_fault_locked():
+                # faulted from its own thread (or a call): say so with the device's (vendor's) words
+                changed = self._set_locked(NodeState.FAULT, self._fault_detail())
             try:
                 js = self.device.read(device_now)
                 stale = self.device.poll(device_now)  # holds if the followed stream went stale
@@ -333,6 +356,42 @@ class JointGroupNode(Node):
 
     # -- state and diagnostics -------------------------------------------------------------------
 
+    def _fault_detail(self) -> str:
+        return (f"{self.device.name} in FAULT: {self.device.fault_reason}; remove the cause, then call "
+                f"{self.get_fully_qualified_name()}/recover")
+
+    def _on_recover(self, request, response):
+        """The operator's recovery (module doc): close, configure, the device's own recover(), activate, hold."""
+        with self._lock:
+            self.arming.disarm()
+            try:
+                self.device.close()
+                self.device.configure()
+                recover = getattr(self.device, "recover", None)
+                if callable(recover):
+                    recover()
+                self.device.activate()
+                self.device.hold(self._device_now())
+            except (DeviceError, ValueError) as exc:
+                detail = f"recovery failed: {exc}"
+                self._set_locked(NodeState.FAULT, detail)
+                response.success, response.message = False, detail
+            else:
+                self.recoveries += 1
+                if self._stopped:
+                    detail = "recovered; the safety stop is latched: holding, commands ignored"
+                    self._set_locked(NodeState.ESTOPPED, detail)
+                else:
+                    detail = "recovered: holding the measured position until the next episode start"
+                    self._set_locked(NodeState.HOLDING, detail)
+                response.success, response.message = True, f"{self.device.name}: {detail}"
+        if response.success:  # (rclpy: one severity per logging call site)
+            self.get_logger().info(f"{self.get_name()}: {response.message}")
+        else:
+            self.get_logger().error(f"{self.get_name()}: {response.message}")
+        self._publish_diagnostics()
+        return response
+
     def _reports_device_fault_locked(self) -> bool:
         """True if the state is already FAULT with the device's fault reason in its message."""
         reason = self.device.fault_reason
@@ -348,6 +407,12 @@ class JointGroupNode(Node):
         gate = self.device.gate_state
         return "holding" if gate is None else gate.mode.value
 
+    def _device_values(self) -> dict:
+        try:
+            return {k: v for k, v in self.device.diagnostics().items()}
+        except Exception as exc:  # noqa: BLE001 - diagnostics must not fail
+            return {"device_diagnostics_error": f"{type(exc).__name__}: {exc}"}
+
     def _publish_diagnostics(self) -> None:
         values = {"device": self.device.name, "device_lifecycle": self.device.state.value,
                   "commands_applied": self.commands_applied, "commands_ignored_while_stopped": self.commands_ignored,
@@ -355,7 +420,8 @@ class JointGroupNode(Node):
                   "commands_rate_limited": self.commands_rate_limited, "stale_holds": self.stale_holds,
                   "gate": self._gate_mode(), "stops": len(self.stop_events),
                   "joint_states": self.state_topic, "joint_commands": self.command_topic,
-                  **self.arming.values(), **self.stop_listener.values()}
+                  "recoveries": self.recoveries, "device_fault": self.device.fault_reason or "",
+                  **self._device_values(), **self.arming.values(), **self.stop_listener.values()}
         with self._diag_lock:
             state, detail = self._status
             self._diag_pub.publish(diagnostics_msg(self.get_name(), state, self._now(), detail, values))

@@ -37,7 +37,7 @@ class ObjectTracker(Device):
         if self.state is Lifecycle.STOPPED:
             return
         self._require({Lifecycle.INACTIVE, Lifecycle.ACTIVE}, "stop")
-        self.state = Lifecycle.STOPPED
+        self._enter_stopped()
 
     def _on_read(self, now: float) -> Optional[ObjectObservation]:
         raise NotImplementedError

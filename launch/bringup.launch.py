@@ -1,10 +1,12 @@
-"""``ros2 launch handover bringup.launch.py [backend:=sim|real] [config:=PATH] [episodes:=N] [speed:=X]``
+"""``ros2 launch handover bringup.launch.py [backend:=sim|emulated|real] [config:=PATH] [episodes:=N] [speed:=X]``
 
 Brings up the whole cell: three processes of the node graph (``handover node SET``, see
 ``handover/runtime/node_graph.py``):
 
-- ``cell`` (sim) or ``drivers`` (real): the twin node with the four joint-group drivers and the
-  object tracker, which serve the twin's devices; or the drivers with their own hardware;
+- ``cell`` (sim, emulated) or ``drivers`` (real): the twin node with the four joint-group drivers and
+  the object tracker, which serve the twin's devices (sim) or, as the real drivers, the emulators of
+  the config's ``devices:`` running on the twin in that process (emulated); or the drivers with
+  their own hardware (real, from the config's ``devices:``);
 - ``safety``: the safety node;
 - ``policy``: the policy node with the config's bundle.
 
@@ -33,7 +35,7 @@ from launch.event_handlers import OnProcessExit
 from launch.substitutions import LaunchConfiguration
 from launch_ros.actions import Node
 
-BACKENDS = ("sim", "real")
+BACKENDS = ("sim", "emulated", "real")  # as handover.runtime.node_graph.BACKENDS
 
 
 class ProcessFailed(RuntimeError):
@@ -75,7 +77,7 @@ def _processes(context):
         common += ["--speed", speed]
     # one parameter for every node of every process (launch_ros writes it for the wildcard '/**')
     params = [{"use_sim_time": bool(speed) and backend == "sim"}]
-    sets = ["cell" if backend == "sim" else "drivers", "safety", "policy"] + (["operator"] if episodes > 0 else [])
+    sets = ["drivers" if backend == "real" else "cell", "safety", "policy"] + (["operator"] if episodes > 0 else [])
     actions = []
     for node_set in sets:
         # No name=: launch_ros would pass `-r __node:=NAME`, which renames every node of the process.
@@ -91,7 +93,8 @@ def _processes(context):
 def generate_launch_description() -> LaunchDescription:
     return LaunchDescription([
         DeclareLaunchArgument("backend", default_value="sim", choices=list(BACKENDS),
-                              description="sim: the MuJoCo twin (default); real: the hardware"),
+                              description="sim: the MuJoCo twin (default); emulated: the real drivers against "
+                                          "emulated devices on the twin; real: the hardware"),
         DeclareLaunchArgument("config", default_value="", description="cell config (default: launch/cell.yaml)"),
         DeclareLaunchArgument("episodes", default_value="0",
                               description="episodes the operator process runs, then the launch ends with its "

@@ -176,6 +176,61 @@ class GateConfig:
     stale_periods: float = field(metadata={"positive": True})
 
 
+# Which backends may serve each kind of device (``devices:``). ``twin``: the MuJoCo twin's device (the
+# twin node runs in the same process); ``mirror``: commands become states (drivers/mirror.py; a
+# tracker mirror sees nothing), for bringing up part of a cell; the rest are the hardware drivers.
+ARM_BACKENDS = ("twin", "mirror", "xarm")
+HAND_BACKENDS = ("twin", "mirror", "allegro")
+TRACKER_BACKENDS = ("twin", "mirror", "realsense")
+DEVICE_BACKENDS = tuple(dict.fromkeys(ARM_BACKENDS + HAND_BACKENDS + TRACKER_BACKENDS))
+
+
+@dataclass(frozen=True)
+class DeviceConfig:
+    """One device of the cell: ``backend`` (one of the kind's backends above) and its parameters,
+    given under a key named like the backend (``xarm: {address: ...}``), kept here as a read-only
+    mapping exactly as written. This module does not know the backends' parameters (the runtime does
+    not import drivers): :func:`handover.drivers.registry.validate_devices` checks them with each
+    backend's own config class, naming ``key`` (e.g. ``devices.thrower.arm``) and the file.
+    ``params`` is empty when the backend's key is absent (twin; mirror with its defaults)."""
+
+    backend: str
+    params: typing.Mapping[str, Any]
+    key: str  # where it came from, e.g. "devices.thrower.arm"
+
+
+@dataclass(frozen=True)
+class SideDevicesConfig:
+    arm: DeviceConfig = field(metadata={"device": ARM_BACKENDS})
+    hand: DeviceConfig = field(metadata={"device": HAND_BACKENDS})
+
+
+@dataclass(frozen=True)
+class DevicesConfig:
+    """Which backend serves each device of the real cell, with its parameters (``devices:``).
+
+    ``calibration_dir``: folder of the per-device calibration files, named per device serial and
+    loaded when the device is configured: camera extrinsics ``d435_<serial>.yaml``, Allegro PD gains
+    ``allegro_<serial>.yaml`` (relative paths: relative to the config file's folder; it need not
+    exist until a device needs a file from it).
+
+    Used by ``--backend real`` (each device from its entry) and ``--backend emulated`` (each hardware
+    entry's driver against its emulator on the twin); ``--backend sim`` serves every device from the
+    twin and only validates this section."""
+
+    calibration_dir: Path
+    thrower: SideDevicesConfig
+    catcher: SideDevicesConfig
+    tracker: DeviceConfig = field(metadata={"device": TRACKER_BACKENDS})
+
+    def entries(self) -> dict[tuple[str, str], DeviceConfig]:
+        """Every device: ``{(side, group): ...}`` for the four joint groups and ``("", "tracker")``."""
+        out = {(side, group): getattr(getattr(self, side), group)
+               for side in ("thrower", "catcher") for group in ("arm", "hand")}
+        out[("", "tracker")] = self.tracker
+        return out
+
+
 @dataclass(frozen=True)
 class CellConfig:
     """The whole cell. ``source`` is the file it was loaded from (not a YAML key)."""
@@ -199,6 +254,8 @@ class CellConfig:
     # Bounds of physically plausible inputs (workspace, joint margin, stamps): runtime/plausibility.py
     plausibility: PlausibilityConfig
     twin: TwinConfig
+    # Which backend serves each device of the real cell, and its parameters (drivers/registry.py)
+    devices: DevicesConfig
     source: Path = field(default=Path("<memory>"), metadata={"not_a_key": True})
 
     @property
@@ -307,6 +364,8 @@ class _Context:
                 self.fail(key, "expected a non-empty mapping", raw)
             items = {self.value(key_tp, k, key, {}): self.value(val_tp, v, _join(key, str(k)), {}) for k, v in raw.items()}
             return types.MappingProxyType(items)  # read-only, like the frozen dataclasses around it
+        if "device" in meta:
+            return self.device(raw, key, meta["device"])
         if dataclasses.is_dataclass(tp):
             obj = self.build(tp, raw, key)
             if "group_length" in meta:
@@ -353,6 +412,30 @@ class _Context:
                 self.fail(key, f"{p} has no manifest.json: not a policy bundle folder", raw)
             return p
         raise TypeError(f"unsupported config type {tp!r} at {key}")  # a bug in this module
+
+    def device(self, raw: Any, key: str, backends: tuple[str, ...]) -> DeviceConfig:
+        """One ``devices:`` entry: ``backend`` and at most one parameter mapping, under the backend's name."""
+        if not isinstance(raw, dict):
+            self.fail(key, f"expected a mapping with 'backend' (one of {list(backends)}) and its parameters", raw)
+        if "backend" not in raw:
+            self.fail(f"{key}.backend", f"missing key; expected one of {list(backends)}")
+        backend = raw["backend"]
+        if not isinstance(backend, str) or backend not in backends:
+            self.fail(f"{key}.backend", f"expected one of {list(backends)}", backend)
+        for k in raw:
+            if k in ("backend", backend):
+                continue
+            if k in DEVICE_BACKENDS:
+                self.fail(_join(key, str(k)), f"parameters for backend {k}, but {key}.backend is {backend}: "
+                          f"give the parameters of {backend} under {key}.{backend}")
+            self.fail(_join(key, str(k)), f"unknown key; expected 'backend' and optionally '{backend}' "
+                      "(its parameters)")
+        params = raw.get(backend)
+        if params is None:
+            params = {}
+        if not isinstance(params, dict):
+            self.fail(f"{key}.{backend}", f"expected a mapping of the {backend} backend's parameters", params)
+        return DeviceConfig(backend=backend, params=_frozen_tree(params), key=key)
 
     def check_group(self, g: JointGroupConfig, key: str, n: int) -> None:
         for name in ("joints", "lower", "upper", "velocity_limit", "default"):
@@ -462,6 +545,15 @@ def _check_plausibility(ctx: _Context, cfg: CellConfig) -> None:
             ctx.fail("plausibility.workspace_lower/workspace_upper",
                      f"the workspace box must contain {where} = {[round(v, 6) for v in xyz]} m",
                      [list(pl.workspace_lower), list(pl.workspace_upper)])
+
+
+def _frozen_tree(value: Any) -> Any:
+    """A read-only copy of parsed YAML: mappings become ``MappingProxyType``, lists tuples."""
+    if isinstance(value, dict):
+        return types.MappingProxyType({k: _frozen_tree(v) for k, v in value.items()})
+    if isinstance(value, list):
+        return tuple(_frozen_tree(v) for v in value)
+    return value
 
 
 def _join(key: str, sub: str) -> str:

@@ -151,6 +151,7 @@ def _load_launch_module():
 @pytest.mark.parametrize("backend, episodes, sets", [
     ("sim", "0", ["cell", "safety", "policy"]),
     ("sim", "2", ["cell", "safety", "policy", "operator"]),
+    ("emulated", "0", ["cell", "safety", "policy"]),
     ("real", "0", ["drivers", "safety", "policy"]),
 ])
 def test_launch_description_starts_the_node_sets_without_renaming_their_nodes(backend, episodes, sets):
@@ -289,6 +290,8 @@ def test_backend_real_without_hardware_ends_the_whole_launch_non_zero_with_the_e
     code = run.wait(180)
     out = run.output()
     assert code != 0, out[-6000:]
-    assert "backend real" in out and "not implemented" in out, out[-6000:]  # the drivers' error
+    # the drivers' error: the first device of the config's devices: that does not come up, and where
+    assert "backend real: xarm/thrower/arm (devices.thrower.arm: xArm controller at 192.168.1.185:502) did not come up" \
+        in out, out[-6000:]
     assert "the drivers process exited with code 2" in out, out[-6000:]
     # the launch ended: launch waits for every process it started, so none is left running

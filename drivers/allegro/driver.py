@@ -210,6 +210,17 @@ class AllegroHand(JointGroup):
         """The hand's serial (from start-up; calibration files are named by it)."""
         return self.stats.serial
 
+    def diagnostics(self) -> dict:
+        """For ``/diagnostics``: bus, serial, the hand's last status bits and temperature (vendor
+        words), PD cycles and late cycles, and the I/O thread's fault."""
+        cfg, stats, info = self.config, self.stats, self.stats.info
+        values = {"can": f"{cfg.interface}:{cfg.channel} device id {cfg.device_id}", "serial": stats.serial or "?",
+                  "pd_cycles": stats.cycles, "pd_late_cycles": stats.late_cycles, "io_thread_fault": self._fault or ""}
+        if info is not None:
+            values["hand_status"] = proto.describe_status(info.status)
+            values["hand_temperature_c"] = info.temperature_c
+        return values
+
     def pd_target(self) -> np.ndarray:
         """The PD target (rad, ``info.names`` order, before the DC-gain scaling)."""
         with self._lock:
@@ -342,9 +353,8 @@ class AllegroHand(JointGroup):
             if self._fault is not None:
                 return
             self._fault = reason
-        if self.state in (Lifecycle.INACTIVE, Lifecycle.ACTIVE, Lifecycle.STOPPED):
-            self.state = Lifecycle.FAULT
-            self.fault_reason = f"{self.config.interface}:{self.config.channel}: {reason}"
+        # FAULT at once (thread-safe; during configure, configure ends in FAULT)
+        self.report_fault(f"{self.config.interface}:{self.config.channel}: {reason}")
 
     def _stale_message(self, now: float) -> str:
         cfg = self.config
@@ -417,8 +427,9 @@ class AllegroHand(JointGroup):
             self._finger_seen[finger] = self.clock()
             return seen | 1 << finger
         if command == proto.CMD_HAND_INFO:
+            polled = self._info_requested_at is not None  # an answer to the status poll, not start-up's
             self._info_requested_at = None
-            self._on_info(proto.HandInfo.decode(msg.data))
+            self._on_info(proto.HandInfo.decode(msg.data), polled)
         elif command == proto.CMD_SERIAL:
             self.stats.serial = bytes(msg.data).decode("ascii", "replace").strip("\0 ")
             self._replies["serial"].set()
@@ -447,7 +458,10 @@ class AllegroHand(JointGroup):
         if self.record_timing:
             stats.timing.append((stamp, self.clock()))
 
-    def _on_info(self, info: proto.HandInfo) -> None:
+    def _on_info(self, info: proto.HandInfo, polled: bool = False) -> None:
+        """A hand-info reply. The servo-off check applies to the status poll's replies only: the
+        start-up request is sent after system off and before system on, so its reply says off (and
+        a hand still streaming from an earlier run can complete a cycle before that reply comes)."""
         self.stats.info = info
         self.stats.info_replies += 1
         self._replies["info"].set()
@@ -459,7 +473,7 @@ class AllegroHand(JointGroup):
         elif info.temperature_c > cfg.temperature_limit_c:
             self._report_fault(f"hand temperature {info.temperature_c} deg C above the limit "
                                f"{cfg.temperature_limit_c} deg C (status {proto.describe_status(info.status)})")
-        elif self._servo_expected and self._replies["cycle"].is_set() and not info.servo_on:
+        elif polled and self._servo_expected and self._replies["cycle"].is_set() and not info.servo_on:
             self._report_fault(f"the hand reports its servo off (status bit 0x01 clear: "
                                f"{proto.describe_status(info.status)}) while the driver has it on")
 

@@ -33,7 +33,8 @@ Lifecycle on the controller
 
 Faults: an SDK call returning non-zero, a controller error (or warning, ``fault_on_warning``), a lost
 connection, a reply later than ``reply_timeout_s``, or a newest measurement older than
-``max_state_age_s`` puts the device in FAULT at its next ``read``/``command``: the message names the
+``max_state_age_s`` puts the device in FAULT (what the stream thread finds: at once, through
+:meth:`~handover.drivers.device.Device.report_fault`; a stale measurement: at the next ``read``): the message names the
 device and gives the vendor's code and words (:mod:`handover.drivers.xarm.codes`). The thread stops
 sending on a fault (the controller holds the last target; on an error it has stopped by itself).
 
@@ -136,7 +137,7 @@ class XArmJointGroup(JointGroup):
     """One xArm6 behind the :class:`JointGroup` interface (see the module docstring).
 
     ``on_fault(message)``, if given, is called from the stream thread when it detects a fault (for
-    diagnostics; the device itself enters FAULT at its next read or command)."""
+    diagnostics); the device enters FAULT at once (:meth:`~handover.drivers.device.Device.report_fault`)."""
 
     def __init__(self, info: JointGroupInfo, name: str, config: XArmConfig, *,
                  on_fault: Optional[Callable[[str], None]] = None, sdk_factory=_sdk_factory):
@@ -197,6 +198,22 @@ class XArmJointGroup(JointGroup):
     def stream_stats(self) -> StreamStats:
         with self._lock:
             return self._stats.copy()
+
+    def diagnostics(self) -> dict:
+        """For ``/diagnostics``: the controller's address, its error and warning codes with the
+        vendor's words (as last read), and the servo stream's statistics."""
+        with self._lock:
+            error, warn = self._codes
+            stats = self._stats
+            sent, skipped, cycles = stats.sent, stats.skipped_cycles, stats.cycles
+            rate = stats.achieved_rate_hz(window_s=1.0)
+            fault = self._fault
+        return {"xarm_address": self.config.address,
+                "controller_error": controller_error_text(error) if error else "0 (none)",
+                "controller_warning": controller_warn_text(warn) if warn else "0 (none)",
+                "servo_stream_rate_hz": f"{rate:.1f} (configured {self.config.stream_rate_hz:g})",
+                "servo_targets_sent": sent, "stream_cycles": cycles, "stream_cycles_skipped": skipped,
+                "stream_thread_fault": fault or ""}
 
     def recover(self) -> None:
         """The vendor's error recovery, first half (INACTIVE, after ``close()`` + ``configure()``):
@@ -513,6 +530,7 @@ class XArmJointGroup(JointGroup):
             self._streaming = False
             self._send_once = None
             self._stop_requested = False
+        self.report_fault(message)  # FAULT at once, not only at the next read or command
         if self._on_fault_cb is not None:
             try:
                 self._on_fault_cb(f"{self.name}: {message}")

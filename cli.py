@@ -20,6 +20,8 @@ COMMAND_MODULES = (
     "handover.runtime.replay",  # handover contract replay
     "handover.runtime.recorder",  # handover record
     "handover.sim_twin.replay_bag",  # handover replay
+    "handover.calibration.commands",  # handover calibrate extrinsics
+    "handover.sim_twin.gain_search",  # handover calibrate gains
     "handover.runtime.export",  # handover export
     "handover.runtime.benchmark",  # handover benchmark
     "handover.runtime.graph_benchmark",  # handover graph-benchmark

@@ -29,11 +29,13 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import dataclass
 from collections import deque
+from pathlib import Path
 from typing import Optional
 
 import mujoco
 import numpy as np
 
+from handover.calibration.pd_gains import GAINS_FILE, GainFactors, joint_group, load_gains
 from handover.drivers.joint_group import JointState
 from handover.runtime.cell_config import CellConfig
 from handover.sim_twin.camera_model import CameraModel
@@ -157,12 +159,23 @@ class SpeedStats:
         return SpeedStats(np.zeros(44), np.zeros(44, dtype=np.int64))
 
 
+def calibrated_gains(cfg: CellConfig) -> GainFactors:
+    """The PD gain factors of ``<devices.calibration_dir>/twin_pd_gains.yaml`` (``handover calibrate
+    gains``), or unit factors when there is no such file."""
+    path = Path(cfg.devices.calibration_dir) / GAINS_FILE
+    return load_gains(path) if path.is_file() else GainFactors()
+
+
 class Twin:
     name = "twin"  # device names: twin/thrower/arm, ...
     provides_effort = True  # actuator forces
 
-    def __init__(self, cfg: CellConfig, seed: int = 0):
+    def __init__(self, cfg: CellConfig, seed: int = 0, gain_factors=None):
+        """``gain_factors``: a :class:`~handover.calibration.pd_gains.GainFactors` scaling the PD
+        gains per joint group (calibrated against the real cell); None: the config's
+        ``<devices.calibration_dir>/twin_pd_gains.yaml`` if it exists, else nominal gains."""
         self.cfg = cfg
+        self.gain_factors = calibrated_gains(cfg) if gain_factors is None else gain_factors
         self.model = build_model(cfg)
         self.data = mujoco.MjData(self.model)
         m = self.model
@@ -333,8 +346,9 @@ class Twin:
         m.geom_size[g] = nom["size"] * p.scale_factor
         m.geom_rbound[g] = nom["rbound"] * p.scale_factor
         m.geom_aabb[g] = np.concatenate([nom["aabb"][:3] * p.scale_factor, nom["aabb"][3:] * p.scale_factor])
-        kp = np.ones(44)
-        kd = np.ones(44)
+        groups = [joint_group(n) for n in self.cfg.joint_names]  # calibrated x nominal x this episode's
+        kp = np.array([self.gain_factors.kp(g) for g in groups])
+        kd = np.array([self.gain_factors.kd(g) for g in groups])
         hand = np.isin(self.actuator_ids, self.hand_actuators)
         kp[hand] *= p.hand_stiffness_scale
         kd[hand] *= p.hand_damping_scale

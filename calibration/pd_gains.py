@@ -45,6 +45,9 @@ from typing import Any, Callable, Mapping, Optional, Sequence
 import numpy as np
 import yaml
 
+from handover.runtime.errors import InputError
+from handover.runtime.files import load_npz
+
 GROUPS = ("thrower/arm", "thrower/hand", "catcher/arm", "catcher/hand")
 GAINS_FILE = "twin_pd_gains.yaml"
 GAINS_KIND = "twin_pd_gains"
@@ -146,18 +149,20 @@ def save_recording(path: str | Path, rec: Recording) -> Path:
 
 
 def load_recording(path: str | Path) -> Recording:
+    """A recording written by :func:`save_recording` (errors name the file and what is wrong)."""
     path = Path(path)
     try:
-        with np.load(path, allow_pickle=False) as z:
-            missing = [k for k in ("joint_names", "period_s", "commands", "positions") if k not in z]
-            if missing:
-                raise GainCalibrationError(f"{path}: missing arrays {missing} (format: handover.calibration.pd_gains)")
-            return Recording(tuple(str(s) for s in z["joint_names"]), float(z["period_s"]),
-                             np.asarray(z["commands"], float), np.asarray(z["positions"], float),
-                             np.asarray(z["velocities"], float) if "velocities" in z else None)
-    except FileNotFoundError:
-        raise GainCalibrationError(f"{path}: recording not found") from None
-    except (OSError, ValueError) as exc:
+        z = load_npz(path, "recording")
+    except InputError as exc:
+        raise GainCalibrationError(str(exc)) from None
+    missing = [k for k in ("joint_names", "period_s", "commands", "positions") if k not in z]
+    if missing:
+        raise GainCalibrationError(f"{path}: missing arrays {missing} (format: handover.calibration.pd_gains)")
+    try:
+        return Recording(tuple(str(s) for s in z["joint_names"]), float(z["period_s"]),
+                         np.asarray(z["commands"], float), np.asarray(z["positions"], float),
+                         np.asarray(z["velocities"], float) if "velocities" in z else None)
+    except (TypeError, ValueError) as exc:
         if isinstance(exc, GainCalibrationError):
             raise
         raise GainCalibrationError(f"{path}: not a gain-calibration recording: {exc}") from None

@@ -178,6 +178,10 @@ def load_npz(path, what: str) -> dict[str, np.ndarray]:
     p = input_file(path, what)
     if p.stat().st_size == 0:
         raise InputError(f"{p}: {what} is empty (0 bytes)")
+    with open(p, "rb") as f:
+        head = f.read(6)
+    if not head.startswith(b"PK") and not head.startswith(b"\x93NUMPY"):
+        raise InputError(f"{p}: {what} is not an .npz archive (it starts with {head!r}, not a zip header)")
     try:
         loaded = np.load(p, allow_pickle=False)
     except (OSError, ValueError, EOFError, zipfile.BadZipFile) as exc:

@@ -156,7 +156,7 @@ def test_unreadable_or_missing_file(tmp_path):
         demo.load(tmp_path / "none.npz")
     junk = tmp_path / "junk.npz"
     junk.write_bytes(b"not a zip")
-    with pytest.raises(InputError, match=f"{junk}: demonstrations file is not a readable .npz"):
+    with pytest.raises(InputError, match=f"{junk}: demonstrations file is not an .npz archive"):
         demo.load(junk)
 
 

@@ -159,6 +159,16 @@ CASES = [
          lambda t: write(t / "bag" / "bag.mcap", b"\x89MCAP0\r\n\x01\x00")),
     Case("record into an existing bag", lambda t: ["record", str(t / "bag"), "--duration", "1"], lambda t: "bag",
          lambda t: (t / "bag").mkdir()),
+    # -- calibration inputs and files ---------------------------------------------------------------
+    Case("gains recording missing", lambda t: ["calibrate", "gains", str(t / "rec.npz")], lambda t: "rec.npz"),
+    Case("gains recording not npz", lambda t: ["calibrate", "gains", str(t / "rec.npz")], lambda t: "rec.npz",
+         lambda t: write(t / "rec.npz", "x")),
+    Case("gains recording lacks arrays", lambda t: ["calibrate", "gains", str(t / "rec.npz")], lambda t: "missing arrays",
+         lambda t: np.savez(t / "rec.npz", commands=np.zeros((3, 2)))),
+    Case("extrinsics intrinsics missing", lambda t: ["calibrate", "extrinsics", str(t / "a.png"), "--serial", "1",
+                                                     "--intrinsics", str(t / "intr.yaml"), "--board-pose", str(t / "p.yaml"),
+                                                     "--out", str(t / "out")], lambda t: "intr.yaml",
+         lambda t: write(t / "a.png", b"\x89PNG")),
     # -- checkpoints (export) ---------------------------------------------------------------------
     Case("checkpoint missing", lambda t: ["export", "--thrower", str(t / "a0.pt"), "--catcher", str(t / "a1.pt"),
                                           "--goal", str(t / "m.pt"), "--out", str(t / "b")], lambda t: "a0.pt"),

@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import subprocess
 
 from handover.runtime.cli_values import positive_float, positive_floats, positive_int
 
@@ -57,24 +56,13 @@ def run(args) -> int:
         print(f"== {name} ({_load()})", flush=True)
         if name == "xarm":
             from handover.drivers.xarm import benchmark as xb
-            from handover.drivers.xarm.testing import loopback_address, port_502_problem
+            from handover.drivers.xarm.testing import port_502_problem
 
             problem = port_502_problem()
             if problem:
                 print(f"  skipped: {problem}")
                 continue
-            address = loopback_address()
-            proc = xb.start_emulator(address)
-            try:
-                for rate in args.rates:
-                    xb.print_figures(xb.run(rate, args.seconds, address))
-            finally:
-                proc.stdin.write("quit\n")
-                proc.stdin.flush()
-                try:
-                    proc.wait(timeout=10)
-                except subprocess.TimeoutExpired:
-                    proc.kill()
+            xb.run_rates(args.rates, args.seconds, xb.print_figures)
         elif name == "allegro":
             from handover.drivers.allegro.benchmark import run_benchmark
 

@@ -18,28 +18,26 @@ def _number(text: str, kind: type, what: str):
     return value
 
 
+def _at_least(text: str, kind: type, what: str, low: float, strictly: bool):
+    value = _number(text, kind, what)
+    if value < low or (strictly and value == low):
+        raise argparse.ArgumentTypeError(f"{text!r}: must be {'>' if strictly else '>='} {low:g}")
+    return value
+
+
 def positive_int(text: str) -> int:
     """An integer > 0."""
-    value = _number(text, int, "a whole number")
-    if value <= 0:
-        raise argparse.ArgumentTypeError(f"{text!r}: must be > 0")
-    return value
+    return _at_least(text, int, "a whole number", 0, strictly=True)
 
 
 def nonneg_int(text: str) -> int:
     """An integer >= 0."""
-    value = _number(text, int, "a whole number")
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"{text!r}: must be >= 0")
-    return value
+    return _at_least(text, int, "a whole number", 0, strictly=False)
 
 
 def positive_float(text: str) -> float:
     """A finite number > 0."""
-    value = _number(text, float, "a number")
-    if value <= 0:
-        raise argparse.ArgumentTypeError(f"{text!r}: must be > 0")
-    return value
+    return _at_least(text, float, "a number", 0.0, strictly=True)
 
 
 def positive_floats(text: str) -> tuple[float, ...]:

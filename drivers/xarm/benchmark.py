@@ -114,6 +114,27 @@ def print_figures(r: dict) -> None:
           "of one core")
 
 
+def run_rates(rates, duration_s: float, on_result=None) -> list[dict]:
+    """:func:`run` at each rate (Hz) for ``duration_s`` against one emulator child process (started on
+    a free loopback address, stopped afterwards); ``on_result(figures)`` after each rate."""
+    address = loopback_address()
+    proc = start_emulator(address)
+    results = []
+    try:
+        for rate in rates:
+            results.append(run(rate, duration_s, address))
+            if on_result is not None:
+                on_result(results[-1])
+    finally:
+        proc.stdin.write("quit\n")
+        proc.stdin.flush()
+        try:
+            proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+    return results
+
+
 def main(argv: Optional[list] = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m handover.drivers.xarm.benchmark", description=__doc__.split("\n")[0])
     parser.add_argument("--rate", type=float, action="append", help="stream rate, Hz (repeatable; default 100 and 250)")
@@ -124,21 +145,7 @@ def main(argv: Optional[list] = None) -> int:
     if problem:
         print(f"xArm benchmark: {problem}", file=sys.stderr)
         return 2
-    results = []
-    address = loopback_address()
-    proc = start_emulator(address)
-    try:
-        for rate in args.rate or [100.0, 250.0]:
-            results.append(run(rate, args.duration, address))
-            if not args.json:
-                print_figures(results[-1])
-    finally:
-        proc.stdin.write("quit\n")
-        proc.stdin.flush()
-        try:
-            proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
+    results = run_rates(args.rate or [100.0, 250.0], args.duration, None if args.json else print_figures)
     if args.json:
         print(json.dumps(results, indent=2))
     return 0

@@ -1,4 +1,4 @@
-"""``ros2 launch handover bringup.launch.py [backend:=sim|emulated|real] [config:=PATH] [episodes:=N] [speed:=X]``
+"""``ros2 launch handover bringup.launch.py [backend:=sim|emulated|real] [config:=PATH] [episodes:=N] [speed:=X] [record:=BAG]``
 
 Brings up the whole cell: three processes of the node graph (``handover node SET``, see
 ``handover/runtime/node_graph.py``):
@@ -13,7 +13,9 @@ Brings up the whole cell: three processes of the node graph (``handover node SET
 With ``episodes:=N`` (N > 0) a fourth process, the operator (``handover node operator``), starts N
 episodes one after the other and prints each outcome; with ``episodes:=0`` (default) start them
 yourself: ``ros2 service call /handover/start std_srvs/srv/Trigger``. ``speed:=X`` runs the twin X times
-faster than real time, publishes ``/clock`` and sets ``use_sim_time`` on every node.
+faster than real time, publishes ``/clock`` and sets ``use_sim_time`` on every node. ``record:=BAG``
+adds a process that records the cell's topics into the rosbag2 folder BAG (``handover record``; it
+must not exist yet); the bag is closed when the launch ends.
 
 Every node keeps its own name (``twin``, ``thrower_arm_driver``, ..., ``safety``, ``policy``): the
 processes get no node-name remap, as each runs several nodes.
@@ -30,7 +32,9 @@ launch failed):
 """
 
 from launch import LaunchDescription
-from launch.actions import DeclareLaunchArgument, OpaqueFunction, RegisterEventHandler, Shutdown
+import os
+
+from launch.actions import DeclareLaunchArgument, ExecuteProcess, OpaqueFunction, RegisterEventHandler, Shutdown
 from launch.event_handlers import OnProcessExit
 from launch.substitutions import LaunchConfiguration
 from launch_ros.actions import Node
@@ -87,6 +91,16 @@ def _processes(context):
                        output="screen")
         actions += [RegisterEventHandler(OnProcessExit(target_action=process, on_exit=_on_exit(node_set, episodes))),
                     process]
+    bag = LaunchConfiguration("record").perform(context)
+    if bag:
+        from ament_index_python.packages import get_package_prefix
+
+        # `handover record` of the same installation as handover_node (bin/ of the package's prefix)
+        handover = os.path.join(get_package_prefix("handover"), "bin", "handover")
+        cmd = [handover, "record", bag] + (["--config", config] if config else []) + (["--use-sim-time"] if speed else [])
+        recorder = ExecuteProcess(cmd=cmd, name="record", output="screen", sigterm_timeout="10")
+        actions += [RegisterEventHandler(OnProcessExit(target_action=recorder, on_exit=_on_exit("record", episodes))),
+                    recorder]
     return actions
 
 
@@ -101,5 +115,7 @@ def generate_launch_description() -> LaunchDescription:
                                           "exit status; 0: start them with /handover/start"),
         DeclareLaunchArgument("speed", default_value="",
                               description="twin speed factor; empty: paced to real time"),
+        DeclareLaunchArgument("record", default_value="",
+                              description="record the cell's topics into this rosbag2 folder (MCAP); empty: no recording"),
         OpaqueFunction(function=_processes),
     ])

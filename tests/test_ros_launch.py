@@ -295,3 +295,17 @@ def test_backend_real_without_hardware_ends_the_whole_launch_non_zero_with_the_e
         in out, out[-6000:]
     assert "the drivers process exited with code 2" in out, out[-6000:]
     # the launch ended: launch waits for every process it started, so none is left running
+
+
+@needs_launch
+def test_record_argument_records_the_run_into_a_bag_the_mcap_reader_reads(launch, tmp_path):
+    from mcap.reader import make_reader
+
+    run = launch("episodes:=1", f"record:={tmp_path / 'run'}")
+    assert run.wait(240) == 0, run.output()[-6000:]
+    files = list((tmp_path / "run").glob("*.mcap"))
+    assert len(files) == 1, run.output()[-6000:]
+    with open(files[0], "rb") as f:
+        topics = {channel.topic for _, channel, _ in make_reader(f).iter_messages()}
+    assert {"/handover/thrower/arm/joint_states", "/handover/thrower/arm/joint_commands",
+            "/handover/policy/step", "/handover/policy/episode_end"} <= topics, sorted(topics)

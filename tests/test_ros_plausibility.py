@@ -210,7 +210,7 @@ def test_object_positions_far_outside_the_workspace_are_never_used(graph_factory
     start = list(CFG.object.start_position)
     far = [[1e30, 1e30, 1e30], [start[0], 1e30, start[2]], [3.0, -0.5, 0.5], [0.0, -0.5, -1e30]]
     g = graph_factory(networks, feed=dict(objects=[far[0], start, far[1], start, far[2], start, far[3], start]),
-                      blend_s=0.2, settle_s=0.1, stale_periods=30)
+                      blend_s=0.2, settle_s=0.1, stale_periods=30, cell_lost_s=1.5)
     g.release()
     wait_for(lambda: g.count(OBJ, OUTSIDE_WORKSPACE) > 0, 3.0, "a count on /diagnostics")
     first = g.count(OBJ, OUTSIDE_WORKSPACE)
@@ -286,7 +286,7 @@ def test_stamps_an_hour_in_the_future_or_the_past_are_never_used(graph_factory, 
     elsewhere = [0.3, -0.6, 0.7]  # plausible, but stamped an hour ahead
     g = graph_factory(networks, feed=dict(stamp_offset={**{k: 0.0 for k in KEYS}, future: HOUR, past: -HOUR},
                                           objects=[elsewhere], object_stamp_offset=HOUR),
-                      blend_s=0.2, settle_s=0.1, stale_periods=30)
+                      blend_s=0.2, settle_s=0.1, stale_periods=30, cell_lost_s=1.5)
     g.release()
     wait_for(lambda: g.count(TOPICS.joint_states[past], STAMP_PAST) > 5, 5.0, "the counts on /diagnostics")
     res = g.start()

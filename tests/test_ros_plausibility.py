@@ -242,7 +242,9 @@ def test_a_joint_state_far_outside_the_hardware_range_is_never_used_and_counts_a
     arm, hand = ("thrower", "arm"), ("catcher", "hand")
     bad_arm = RESET.copy()
     bad_arm[1] = PL.hardware_range("thrower", "arm")[1][1] + 10.0  # thrower joint2, 10 rad beyond its hard stop
-    g = graph_factory(networks, feed=dict(joints=bad_arm), blend_s=0.3, settle_s=0.1, stale_periods=15)
+    # (cell_lost_s 1 s: a loaded machine stalls this process's feeder for 0.3 s now and then; the
+    # limit itself is tested in test_ros_policy)
+    g = graph_factory(networks, feed=dict(joints=bad_arm), blend_s=0.3, settle_s=0.1, stale_periods=15, cell_lost_s=1.0)
     g.release()
     wait_for(lambda: g.count(TOPICS.joint_states[arm], OUTSIDE_JOINT_RANGE) > 5, 5.0, "a count on /diagnostics")
     res = g.start()
@@ -271,7 +273,7 @@ def test_a_joint_state_far_outside_the_hardware_range_is_never_used_and_counts_a
     all_bad = RESET.copy()
     all_bad[[1, 6, 22 + 1, 22 + 6]] += 20.0
     g.set(joints=all_bad)
-    wait_for(lambda: g.policy.cell_lost, 2.0, "the cell lost")
+    wait_for(lambda: g.policy.cell_lost, 3.0, "the cell lost")
     assert g.policy.cell_lost.startswith("cell lost: no joint states for")
     assert not g.start().success
     counts = g.policy.implausible_counts()

@@ -22,6 +22,7 @@ This module imports no ROS package at import time (the message is built lazily).
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 from typing import Optional, Sequence
 
@@ -32,13 +33,19 @@ _XYZ = ("x", "y", "z")
 
 
 def step_names(joint_names: Sequence[str], efforts: bool = False) -> list[str]:
-    """The ``name`` list of a step message for the 44 ``joint_names`` (contract order)."""
+    """The ``name`` list of a step message for the 44 ``joint_names`` (contract order). Built once
+    per joint list (the policy node's control loop asks for it every step)."""
+    return list(_step_names(tuple(joint_names), bool(efforts)))
+
+
+@functools.lru_cache(maxsize=8)
+def _step_names(joint_names: tuple, efforts: bool) -> tuple:
     names = ["step"] + [f"in/{j}" for j in joint_names]
     if efforts:
         names += [f"in/effort/{j}" for j in joint_names]
     names += [f"in/object/{a}" for a in _XYZ] + ["in/object/valid"] + [f"in/goal/{a}" for a in _XYZ]
     names += [f"out/{j}" for j in joint_names] + [f"out/predicted_goal/{a}" for a in _XYZ]
-    return names
+    return tuple(names)
 
 
 @dataclass

@@ -193,6 +193,7 @@ class Twin:
         self.object_dof = m.jnt_dofadr[obj_joint]
         hand = np.array([i for i, n in enumerate(cfg.joint_names) if "/joint_" in n])
         self.hand_actuators = self.actuator_ids[hand]
+        self.joint_groups = tuple(joint_group(n) for n in cfg.joint_names)  # 44 x "thrower/arm", ...
         # The thrower's moving links (URDF names) and their geoms, for the per-link randomization.
         self.thrower_links = tuple(sorted(
             m.body(b).name.split("/", 1)[1] for b in range(m.nbody)
@@ -346,9 +347,9 @@ class Twin:
         m.geom_size[g] = nom["size"] * p.scale_factor
         m.geom_rbound[g] = nom["rbound"] * p.scale_factor
         m.geom_aabb[g] = np.concatenate([nom["aabb"][:3] * p.scale_factor, nom["aabb"][3:] * p.scale_factor])
-        groups = [joint_group(n) for n in self.cfg.joint_names]  # calibrated x nominal x this episode's
-        kp = np.array([self.gain_factors.kp(g) for g in groups])
-        kd = np.array([self.gain_factors.kd(g) for g in groups])
+        # calibrated x nominal x this episode's
+        kp = np.array([self.gain_factors.kp(g) for g in self.joint_groups])
+        kd = np.array([self.gain_factors.kd(g) for g in self.joint_groups])
         hand = np.isin(self.actuator_ids, self.hand_actuators)
         kp[hand] *= p.hand_stiffness_scale
         kd[hand] *= p.hand_damping_scale

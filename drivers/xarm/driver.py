@@ -89,7 +89,8 @@ class StreamStats:
     cycles: int = 0
     sent: int = 0  # servo targets sent
     reads: int = 0
-    skipped_cycles: int = 0  # cycles dropped because the thread fell more than a period behind
+    skipped_cycles: int = 0  # cycles dropped because the thread fell more than a period behind;
+    # cycles + skipped_cycles == periods since started (the schedule keeps to its grid)
     thread_cpu_s: float = 0.0  # CPU time of the stream thread since started
     send_times: collections.deque = field(default_factory=lambda: collections.deque(maxlen=4096))
     servo_rtt_s: collections.deque = field(default_factory=lambda: collections.deque(maxlen=4096))
@@ -434,10 +435,11 @@ class XArmJointGroup(JointGroup):
                     return
                 deadline += period
                 now = time.monotonic()
-                if now - deadline > period:  # more than a period late: skip, do not make up
+                if now - deadline > period:  # more than a period late: skip, do not make up, stay on the grid
+                    missed = int((now - deadline) / period)
                     with self._lock:
-                        self._stats.skipped_cycles += int((now - deadline) / period)
-                    deadline = now
+                        self._stats.skipped_cycles += missed
+                    deadline += missed * period
                 if not closing:
                     self._closing.wait(max(0.0, deadline - now))
         except _Faulted:

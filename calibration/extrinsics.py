@@ -28,6 +28,19 @@ Two modes:
 
 Residuals: per corner reprojection error (px) with the final pose; :func:`residual_plot` draws them.
 Output: the tracker's file ``d435_<serial>.yaml`` via :func:`handover.drivers.realsense.extrinsics.write_extrinsics`.
+
+Image sources of the command (:func:`run_cli`, exactly one):
+
+- files: PNG/JPEG files or folders (:func:`load_images`), intrinsics from ``--intrinsics`` (required);
+- the camera: :func:`images_from_camera`, colour frames of the connected D435 through the
+  ``pyrealsense2`` pipeline (:func:`handover.drivers.realsense.capture.capture_color`) and the colour
+  stream profile's intrinsics (librealsense's distortion as OpenCV's: :func:`intrinsics_from_camera`);
+- a bag: :func:`images_from_bag`, ``sensor_msgs/msg/Image`` (rgb8, bgr8, mono8) of a rosbag2 MCAP bag
+  read with :func:`handover.runtime.bag_reader.read_bag`, at most N spread evenly over it, and the
+  intrinsics of its ``sensor_msgs/msg/CameraInfo`` (K, D with plumb_bob / rational_polynomial).
+
+``--intrinsics`` overrides the camera's or the bag's. Every problem an operator can fix raises
+:class:`CalibrationInputError` with one line naming the input.
 """
 
 from __future__ import annotations
@@ -40,6 +53,7 @@ import cv2
 import numpy as np
 import yaml
 
+from handover.calibration.commands import DEFAULT_FRAMES, IMAGE_TOPIC, INFO_TOPIC
 from handover.drivers.realsense.config import EXTRINSICS_FILE_PATTERN
 from handover.drivers.realsense.extrinsics import write_extrinsics
 
@@ -312,6 +326,7 @@ def _matrix(path: Path, raw, key: str) -> np.ndarray:
 
 
 def load_images(paths: Sequence[Path]) -> list[tuple[str, np.ndarray]]:
+    """Image files (PNG/JPEG) and folders of them (sorted), as grey images named by their path."""
     files: list[Path] = []
     for p in paths:
         files += sorted(q for q in Path(p).iterdir() if q.suffix.lower() in (".png", ".jpg", ".jpeg")) if Path(p).is_dir() else [Path(p)]
@@ -326,30 +341,210 @@ def load_images(paths: Sequence[Path]) -> list[tuple[str, np.ndarray]]:
     return out
 
 
-def run_cli(args) -> dict:
-    """``handover calibrate extrinsics`` (see :mod:`handover.calibration.commands`)."""
-    raw = _read_yaml(args.intrinsics, "intrinsics")
+def load_intrinsics(path: Path) -> Intrinsics:
+    """An intrinsics file: YAML/JSON ``{fx, fy, ppx, ppy[, coeffs]}`` (px, OpenCV coefficients)."""
+    raw = _read_yaml(path, "intrinsics")
     try:
-        intr = Intrinsics(**{k: (tuple(v) if k == "coeffs" else float(v)) for k, v in raw.items()})
+        return Intrinsics(**{k: (tuple(v) if k == "coeffs" else float(v)) for k, v in raw.items()})
     except (TypeError, ValueError) as exc:
-        raise CalibrationInputError(f"{args.intrinsics}: intrinsics: expected fx, fy, ppx, ppy[, coeffs]: {exc}") from None
+        raise CalibrationInputError(f"{path}: intrinsics: expected fx, fy, ppx, ppy[, coeffs]: {exc}") from None
+
+
+# -- images from a bag ------------------------------------------------------------------------------
+
+IMAGE_ENCODINGS = {"rgb8": 3, "bgr8": 3, "mono8": 1}
+_OPENCV_MODELS = ("plumb_bob", "rational_polynomial", "")  # CameraInfo.distortion_model values OpenCV's model covers
+
+
+def bag_topics(path) -> dict[str, str]:
+    """Topic -> message type of every channel of a bag (a scan of its records: a crashed bag too)."""
+    from mcap.records import Channel, Schema
+    from mcap.stream_reader import StreamReader
+
+    from handover.runtime.bag_reader import mcap_file
+
+    schemas, topics = {}, {}
+    try:
+        with open(mcap_file(path), "rb") as f:
+            for r in StreamReader(f, skip_magic=False, emit_chunks=False).records:
+                if isinstance(r, Schema):
+                    schemas[r.id] = r.name
+                elif isinstance(r, Channel):
+                    topics[r.topic] = schemas.get(r.schema_id, "?")
+    except Exception:  # noqa: BLE001 - a damaged tail: the channels seen so far
+        pass
+    return topics
+
+
+def _decode_image(msg, name: str) -> np.ndarray:
+    """A ``sensor_msgs/Image`` (rgb8, bgr8, mono8) as RGB (H, W, 3) or grey (H, W) uint8."""
+    if not all(hasattr(msg, a) for a in ("encoding", "height", "width", "step", "data")):
+        raise CalibrationInputError(f"{name}: not a sensor_msgs/msg/Image (compressed images are not supported)")
+    channels = IMAGE_ENCODINGS.get(msg.encoding)
+    if channels is None:
+        raise CalibrationInputError(f"{name}: image encoding {msg.encoding!r} is not supported "
+                                    f"(expected one of {', '.join(IMAGE_ENCODINGS)})")
+    h, w, step = int(msg.height), int(msg.width), int(msg.step)
+    data = np.frombuffer(bytes(msg.data), np.uint8)
+    if h < 1 or w < 1 or step < w * channels or data.size < h * step:
+        raise CalibrationInputError(f"{name}: image of {w}x{h} {msg.encoding}, step {step}, has {data.size} bytes")
+    img = data[:h * step].reshape(h, step)[:, :w * channels].reshape((h, w, channels) if channels > 1 else (h, w))
+    return np.ascontiguousarray(img[..., ::-1] if msg.encoding == "bgr8" else img)
+
+
+def _camera_info_intrinsics(msg, name: str, size: tuple[int, int]) -> Intrinsics:
+    if not all(hasattr(msg, a) for a in ("k", "d", "distortion_model", "width", "height")):
+        raise CalibrationInputError(f"{name}: not a sensor_msgs/msg/CameraInfo")
+    k = np.asarray(msg.k, dtype=float).ravel()
+    d = tuple(float(c) for c in np.asarray(msg.d, dtype=float).ravel())
+    if k.size != 9 or not np.isfinite(k).all() or k[0] <= 0 or k[4] <= 0:
+        raise CalibrationInputError(f"{name}: K {k.tolist()} is not a camera matrix (an uncalibrated camera?): "
+                                    "give --intrinsics FILE")
+    if msg.distortion_model not in _OPENCV_MODELS or len(d) not in (0, 4, 5, 8, 12, 14):
+        raise CalibrationInputError(f"{name}: distortion model {msg.distortion_model!r} with {len(d)} coefficients is "
+                                    "not OpenCV's (plumb_bob or rational_polynomial): give --intrinsics FILE")
+    if msg.width and msg.height and (int(msg.width), int(msg.height)) != size:
+        raise CalibrationInputError(f"{name}: camera info for {msg.width}x{msg.height} images, the images are "
+                                    f"{size[0]}x{size[1]}")
+    return Intrinsics(float(k[0]), float(k[4]), float(k[2]), float(k[5]), d or (0.0,) * 5)
+
+
+def images_from_bag(path, image_topic: str = IMAGE_TOPIC, info_topic: str = INFO_TOPIC,
+                    frames: int = DEFAULT_FRAMES) -> tuple[list[tuple[str, np.ndarray]], Optional[Intrinsics]]:
+    """At most ``frames`` images of ``image_topic`` (``sensor_msgs/Image``) spread evenly over a
+    rosbag2 MCAP bag (folder or .mcap), named ``<topic>@<s from the first>s``, and the intrinsics of
+    the last ``sensor_msgs/CameraInfo`` on ``info_topic`` (None if the bag has none)."""
+    from handover.runtime.bag_reader import read_bag
+    from handover.runtime.errors import InputError
+
+    try:
+        bag = read_bag(path, topics=[image_topic, info_topic])
+    except InputError as exc:
+        raise CalibrationInputError(str(exc)) from None
+    msgs = bag.topic(image_topic)
+    if not msgs:
+        images = sorted(t for t, kind in bag_topics(path).items() if kind == "sensor_msgs/msg/Image")
+        raise CalibrationInputError(f"{path}: no images on {image_topic}; the bag's image topics: "
+                                    f"{', '.join(images) or 'none'} (choose one with --image-topic)")
+    t0 = msgs[0].log_time_ns
+    pick = np.unique(np.round(np.linspace(0, len(msgs) - 1, min(frames, len(msgs)))).astype(int))
+    out = []
+    for i in pick:
+        name = f"{image_topic}@{(msgs[i].log_time_ns - t0) * 1e-9:.2f}s"
+        out.append((name, _decode_image(msgs[i].msg, f"{path}: {name}")))
+    infos = bag.topic(info_topic)
+    size = out[0][1].shape[1::-1]
+    intr = _camera_info_intrinsics(infos[-1].msg, f"{path}: {info_topic}", size) if infos else None
+    return out, intr
+
+
+# -- images from the camera -------------------------------------------------------------------------
+
+MAX_COEFFS_MISFIT_PX = 0.05  # librealsense distortion as OpenCV's: largest misfit over the image
+
+
+def images_from_camera(serial: str, frames: int, interval_s: float, **capture_options
+                       ) -> tuple[list[tuple[str, np.ndarray]], Intrinsics]:
+    """``frames`` colour images of the connected D435 ``serial`` through the pipeline
+    (:func:`handover.drivers.realsense.capture.capture_color`), named ``camera<k>``, and the colour
+    stream's intrinsics (librealsense distortion converted to OpenCV's)."""
+    try:
+        from handover.drivers.realsense import capture
+    except ImportError as exc:
+        raise CalibrationInputError(f"--from-camera needs pyrealsense2 (pip install 'handover[hardware]'): {exc}") from None
+    try:
+        cap = capture.capture_color(serial, frames, interval_s, **capture_options)
+    except capture.CaptureError as exc:
+        raise CalibrationInputError(str(exc)) from None
+    return [(f"camera{k:02d}", img) for k, img in enumerate(cap.images)], intrinsics_from_camera(cap.intrinsics)
+
+
+def intrinsics_from_camera(ci) -> Intrinsics:
+    """:class:`Intrinsics` of a :class:`~handover.drivers.realsense.capture.ColorIntrinsics`."""
+    coeffs, misfit = ci.opencv_coeffs()
+    if misfit > MAX_COEFFS_MISFIT_PX:
+        raise CalibrationInputError(f"the camera's {ci.model} distortion {ci.coeffs} is not OpenCV's (fits within "
+                                    f"{misfit:.2f} px): give --intrinsics FILE")
+    return Intrinsics(ci.fx, ci.fy, ci.ppx, ci.ppy, coeffs)
+
+
+# -- the command ------------------------------------------------------------------------------------
+
+def _load_hand_poses(path: Path) -> np.ndarray:
+    if path.suffix != ".npz":
+        return _matrix(path, _read_yaml(path, "hand poses").get("world_from_hand"), "world_from_hand")
+    try:
+        with np.load(path) as z:
+            raw = z["world_from_hand"] if "world_from_hand" in z else None
+    except Exception as exc:  # noqa: BLE001 - missing, not a zip, truncated, pickled: all unreadable
+        raise CalibrationInputError(f"{path}: cannot read the hand poses: {' '.join(str(exc).split())}") from None
+    return _matrix(path, raw, "world_from_hand")
+
+
+def _check_source(args) -> str:
+    """The one image source of the command ("files", "camera", "bag"), its options only with it."""
+    given = {"files": bool(args.images), "camera": bool(args.from_camera), "bag": args.bag is not None}
+    words = {"files": "image files", "camera": "--from-camera", "bag": "--bag"}
+    chosen = [k for k, v in given.items() if v]
+    if len(chosen) != 1:
+        got = " and ".join(words[k] for k in chosen) or "none"
+        raise CalibrationInputError(f"give exactly one image source: image files/folders, --from-camera or --bag BAG (got {got})")
+    source = chosen[0]
+    only = {"--frames": ("camera", "bag"), "--interval": ("camera",), "--image-topic": ("bag",), "--info-topic": ("bag",)}
+    for opt, sources in only.items():
+        if getattr(args, opt[2:].replace("-", "_"), None) is not None and source not in sources:
+            raise CalibrationInputError(f"{opt} is for {' and '.join(words[s] for s in sources)}, not with {words[source]}")
+    if args.intrinsics is None and source == "files":
+        raise CalibrationInputError("image files need --intrinsics FILE (the colour stream's fx, fy, ppx, ppy[, coeffs])")
+    return source
+
+
+def run_cli(args) -> dict:
+    """``handover calibrate extrinsics`` (see :mod:`handover.calibration.commands`): one image
+    source (image files, ``--from-camera``, ``--bag``); intrinsics from ``--intrinsics`` if given,
+    else from the source (the colour stream's profile, the bag's CameraInfo). Every input file is
+    read before the camera is used."""
+    source = _check_source(args)
+    intr = load_intrinsics(args.intrinsics) if args.intrinsics is not None else None
     board = BoardConfig(**_read_yaml(args.board, "board")) if args.board else BoardConfig()
-    dets, skipped = [], []
-    for name, img in load_images(args.images):
+    board_pose = hands = None
+    if args.board_pose:
+        board_pose = _matrix(args.board_pose, _read_yaml(args.board_pose, "board pose").get("matrix"), "matrix")
+    else:
+        hands = _load_hand_poses(args.hand_poses)
+    frames = args.frames if args.frames is not None else DEFAULT_FRAMES
+    if hands is not None and source == "camera" and len(hands) != frames:
+        raise CalibrationInputError(f"{args.hand_poses}: {len(hands)} hand poses for {frames} frames (--frames): one per image, in order")
+    if source == "files":
+        images = load_images(args.images)
+    elif source == "bag":
+        images, bag_intr = images_from_bag(args.bag, args.image_topic or IMAGE_TOPIC, args.info_topic or INFO_TOPIC, frames)
+        if intr is None and bag_intr is None:
+            raise CalibrationInputError(f"{args.bag}: no CameraInfo on {args.info_topic or INFO_TOPIC}: give --intrinsics FILE "
+                                        "(or the info topic with --info-topic)")
+        intr = intr or bag_intr
+    else:
+        images, cam_intr = images_from_camera(args.serial, frames, args.interval or 0.0)
+        intr = intr or cam_intr
+    if hands is not None and len(hands) != len(images):
+        raise CalibrationInputError(f"{args.hand_poses}: {len(hands)} hand poses for {len(images)} images: one per image, in order")
+    if board_pose is not None and board_pose.ndim == 3 and len(board_pose) != len(images):
+        raise CalibrationInputError(f"{args.board_pose}: {len(board_pose)} board poses for {len(images)} images: one, or one per image")
+    dets, skipped, found = [], [], []
+    for name, img in images:
         d = detect(img, board, name)
         (dets.append(d) if d else skipped.append(name))
-    if args.board_pose:
-        result = calibrate_known_board(dets, intr, _matrix(args.board_pose, _read_yaml(args.board_pose, "board pose").get("matrix"), "matrix"))
+        found.append(d is not None)
+    if board_pose is not None:
+        if board_pose.ndim == 3:  # one per image: those of the images with a board
+            board_pose = [p for p, ok in zip(board_pose, found) if ok]
+        result = calibrate_known_board(dets, intr, board_pose)
     else:
-        if args.hand_poses.suffix == ".npz":
-            with np.load(args.hand_poses) as z:
-                hands = _matrix(args.hand_poses, z["world_from_hand"] if "world_from_hand" in z else None, "world_from_hand")
-        else:
-            hands = _matrix(args.hand_poses, _read_yaml(args.hand_poses, "hand poses").get("world_from_hand"), "world_from_hand")
         if skipped:
             raise CalibrationInputError(f"hand-eye: no board found in {skipped}; remove them and their hand poses")
         result = calibrate_hand_eye(dets, intr, list(hands))
     result.skipped = skipped
     path, plot = write_result(result, args.out, args.serial)
-    return {"file": str(path), "plot": str(plot), "images_used": len(result.images), "skipped": skipped,
+    return {"file": str(path), "plot": str(plot), "source": source, "images_used": len(result.images), "skipped": skipped,
+            "intrinsics": {"fx": intr.fx, "fy": intr.fy, "ppx": intr.ppx, "ppy": intr.ppy, "coeffs": list(intr.coeffs)},
             "rms_px": result.rms_px, "max_px": result.max_px, "world_from_camera": result.world_from_camera.tolist()}

@@ -8,6 +8,8 @@ emulator (a librealsense ``software_device``).
 - :mod:`.emulator`: :class:`D435Emulator`, a software D435 fed by any frame source, with dropped and
   late frames (needs ``pyrealsense2``).
 - :mod:`.benchmark`: ms per frame of align + detect + deproject.
+- :mod:`.capture`: still colour frames and the stream's intrinsics through the pipeline, for the
+  extrinsics calibration (needs ``pyrealsense2``).
 
 This package imports without ``pyrealsense2`` (config and extrinsics only); ``pyrealsense2`` needs the
 Debian library ``libusb-1.0-0``.

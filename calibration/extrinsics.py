@@ -460,7 +460,7 @@ def images_from_camera(serial: str, frames: int, interval_s: float, **capture_op
 
 
 def intrinsics_from_camera(ci) -> Intrinsics:
-    """:class:`Intrinsics` of a :class:`~handover.drivers.realsense.capture.ColorIntrinsics`."""
+    """:class:`Intrinsics` of a :class:`~handover.drivers.realsense.intrinsics.StreamIntrinsics`."""
     coeffs, misfit = ci.opencv_coeffs()
     if misfit > MAX_COEFFS_MISFIT_PX:
         raise CalibrationInputError(f"the camera's {ci.model} distortion {ci.coeffs} is not OpenCV's (fits within "

@@ -70,3 +70,24 @@ def board_pose_facing_camera(world_from_camera: np.ndarray, board: BoardConfig, 
     cam_from_board[:3, :3] = rot
     cam_from_board[:3, 3] = centre - rot @ half
     return world_from_camera @ cam_from_board
+
+
+def board_scene(cfg, tilts, board: Optional[BoardConfig] = None):
+    """The twin's d435 view (the cell at its reset pose) with ``board`` (default: the default board) held
+    0.85-1.05 m in front of the camera, one image per rotation in ``tilts`` (deg, see
+    :func:`board_pose_facing_camera`). Returns ``(world_from_camera, stream_intrinsics, images,
+    world_from_board per image)``: the truth, the camera's StreamIntrinsics, RGB uint8 images, 4x4 poses (m)."""
+    from handover.sim_twin.d435_frames import TwinD435Frames
+
+    board = board or BoardConfig()
+    with TwinD435Frames.from_config(cfg) as frames:
+        _, color, _ = frames()
+        truth, stream = frames.world_from_optical, frames.intrinsics
+    intr = Intrinsics(stream.fx, stream.fy, stream.ppx, stream.ppy)
+    images, poses = [], []
+    for k, tilt in enumerate(tilts):
+        world_from_board = board_pose_facing_camera(truth, board, 0.85 + 0.1 * (k % 3), tilt,
+                                                    (0.04 * (k % 3 - 1), 0.03 * (k % 2)))
+        images.append(compose(color, intr, np.linalg.inv(truth) @ world_from_board, board))
+        poses.append(world_from_board)
+    return truth, stream, images, poses

@@ -28,7 +28,7 @@ import mujoco
 import numpy as np
 
 from handover.drivers.realsense.config import EXTRINSICS_FILE_PATTERN
-from handover.drivers.realsense.emulator import StreamIntrinsics
+from handover.drivers.realsense.intrinsics import StreamIntrinsics
 from handover.drivers.realsense.extrinsics import write_extrinsics
 from handover.runtime.cell_config import CellConfig
 from handover.sim_twin.model import build_model

@@ -68,7 +68,8 @@ class EmulatedCamera:
 
     def __init__(self, twin, lock: threading.RLock, serial: str, fps: int = CAMERA_FPS, width: int = 848,
                  height: int = 480):
-        from handover.drivers.realsense.emulator import D435Emulator, EmulatorConfig, StreamIntrinsics
+        from handover.drivers.realsense.emulator import D435Emulator, EmulatorConfig
+        from handover.drivers.realsense.intrinsics import StreamIntrinsics
 
         self.twin, self.lock, self.fps = twin, lock, fps
         self.width, self.height = width, height

@@ -29,7 +29,7 @@ from handover.calibration.pd_gains import (GROUPS, GainCalibrationError, GainFac
 from handover.drivers.realsense.extrinsics import load_extrinsics  # noqa: E402
 from handover.runtime.cell_config import load_cell_config  # noqa: E402
 from handover.sim_twin import gain_search  # noqa: E402
-from handover.sim_twin.charuco_render import board_pose_facing_camera, compose  # noqa: E402
+from handover.sim_twin.charuco_render import board_scene  # noqa: E402
 from handover.sim_twin.render import gl_available  # noqa: E402
 
 MAX_T_M, MAX_R_DEG = 0.002, 0.2
@@ -47,19 +47,9 @@ def scene(cfg):
     reason = gl_available()
     if reason:
         pytest.skip(reason)
-    from handover.sim_twin.d435_frames import TwinD435Frames
-
-    with TwinD435Frames.from_config(cfg) as frames:
-        _, color, _ = frames()
-        truth, i = frames.world_from_optical, frames.intrinsics
+    truth, i, images, poses = board_scene(cfg, TILTS)
     intr = Intrinsics(i.fx, i.fy, i.ppx, i.ppy)
     board = BoardConfig()
-    images, poses = [], []
-    for k, tilt in enumerate(TILTS):
-        world_from_board = board_pose_facing_camera(truth, board, 0.85 + 0.1 * (k % 3), tilt,
-                                                    (0.04 * (k % 3 - 1), 0.03 * (k % 2)))
-        images.append(compose(color, intr, np.linalg.inv(truth) @ world_from_board, board))
-        poses.append(world_from_board)
     return truth, intr, board, images, poses
 
 

@@ -27,7 +27,7 @@ cv2 = pytest.importorskip("cv2", reason="OpenCV is not installed (pip install 'h
 pytest.importorskip("rosbags", reason="rosbags is not installed")
 
 from handover.calibration.commands import IMAGE_TOPIC, INFO_TOPIC  # noqa: E402
-from handover.calibration.extrinsics import (BoardConfig, Intrinsics, calibrate_known_board, detect,  # noqa: E402
+from handover.calibration.extrinsics import (BoardConfig, calibrate_known_board, detect,  # noqa: E402
                                              intrinsics_from_camera, pose_error)
 from handover.cli import main  # noqa: E402
 from handover.drivers.realsense.extrinsics import load_extrinsics  # noqa: E402
@@ -54,20 +54,9 @@ def scene():
     reason = gl_available()
     if reason:
         pytest.skip(reason)
-    from handover.sim_twin.charuco_render import board_pose_facing_camera, compose
-    from handover.sim_twin.d435_frames import TwinD435Frames
+    from handover.sim_twin.charuco_render import board_scene
 
-    with TwinD435Frames.from_config(load_cell_config()) as frames:
-        _, color, _ = frames()
-        truth, stream = frames.world_from_optical, frames.intrinsics
-    intr = Intrinsics(stream.fx, stream.fy, stream.ppx, stream.ppy)
-    board = BoardConfig()
-    images, poses = [], []
-    for k, tilt in enumerate(TILTS):
-        world_from_board = board_pose_facing_camera(truth, board, 0.85 + 0.1 * (k % 3), tilt,
-                                                    (0.04 * (k % 3 - 1), 0.03 * (k % 2)))
-        images.append(compose(color, intr, np.linalg.inv(truth) @ world_from_board, board))
-        poses.append(world_from_board)
+    truth, stream, images, poses = board_scene(load_cell_config(), TILTS)
     return truth, stream, images, poses
 
 
@@ -163,16 +152,16 @@ def test_capture_stops_the_pipeline_on_interrupt_and_timeout(scene):
 
 def test_librealsense_distortion_as_opencv():
     rs = pytest.importorskip("pyrealsense2")
-    from handover.drivers.realsense.capture import ColorIntrinsics
+    from handover.drivers.realsense.intrinsics import StreamIntrinsics
 
     for model in ("brown_conrady", "inverse_brown_conrady"):
-        ci = ColorIntrinsics(848, 480, 610.0, 612.0, 420.0, 245.0, model, (0.12, -0.25, 0.0008, -0.0005, 0.1))
+        ci = StreamIntrinsics(848, 480, 610.0, 612.0, 420.0, 245.0, model, (0.12, -0.25, 0.0008, -0.0005, 0.1))
         intr = intrinsics_from_camera(ci)
         pix = np.random.default_rng(0).uniform([0, 0], [847, 479], (100, 2))
         rays = np.array([rs.rs2_deproject_pixel_to_point(ci.to_rs(), [float(u), float(v)], 1.0) for u, v in pix])
         back = cv2.projectPoints(rays.reshape(-1, 1, 3), np.zeros(3), np.zeros(3), intr.matrix, intr.dist)[0].reshape(-1, 2)
         assert np.abs(back - pix).max() < 0.02, model
-    assert intrinsics_from_camera(ColorIntrinsics(848, 480, 600, 600, 423.5, 239.5, "inverse_brown_conrady")).coeffs == (0.0,) * 5
+    assert intrinsics_from_camera(StreamIntrinsics(848, 480, 600, 600, 423.5, 239.5, "inverse_brown_conrady")).coeffs == (0.0,) * 5
 
 
 def test_cli_from_camera(scene, tmp_path, monkeypatch, capsys):

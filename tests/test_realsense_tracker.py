@@ -28,7 +28,8 @@ from handover.drivers.realsense.benchmark import run_benchmark, synthetic_frame
 from handover.drivers.realsense.config import DetectorConfig, RealSenseConfig, RealSenseConfigError
 from handover.drivers.realsense.detector import ColorDepthDetector
 from handover.drivers.realsense.driver import CaptureClock, RealSenseTracker
-from handover.drivers.realsense.emulator import D435Emulator, EmulatorConfig, FaultConfig, StaticFrames, StreamIntrinsics
+from handover.drivers.realsense.emulator import D435Emulator, EmulatorConfig, FaultConfig, StaticFrames
+from handover.drivers.realsense.intrinsics import StreamIntrinsics
 from handover.drivers.realsense.extrinsics import ExtrinsicsError, load_extrinsics, write_extrinsics
 from handover.runtime.cell_config import load_cell_config
 

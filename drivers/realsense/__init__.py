@@ -8,6 +8,8 @@ emulator (a librealsense ``software_device``).
 - :mod:`.emulator`: :class:`D435Emulator`, a software D435 fed by any frame source, with dropped and
   late frames (needs ``pyrealsense2``).
 - :mod:`.benchmark`: ms per frame of align + detect + deproject.
+- :mod:`.intrinsics`: :class:`StreamIntrinsics`, a stream's intrinsics (what the emulator streams,
+  what a capture reads back), with OpenCV's distortion coefficients for it.
 - :mod:`.capture`: still colour frames and the stream's intrinsics through the pipeline, for the
   extrinsics calibration (needs ``pyrealsense2``).
 

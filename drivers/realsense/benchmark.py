@@ -103,7 +103,8 @@ def run_benchmark(frames: int = 300, warmup: int = 20, workdir: Optional[Path] =
 
     from handover.drivers.realsense.config import RealSenseConfig
     from handover.drivers.realsense.driver import RealSenseTracker
-    from handover.drivers.realsense.emulator import D435Emulator, EmulatorConfig, StreamIntrinsics
+    from handover.drivers.realsense.emulator import D435Emulator, EmulatorConfig
+    from handover.drivers.realsense.intrinsics import StreamIntrinsics
     from handover.drivers.realsense.extrinsics import write_extrinsics
 
     clock = [0.0]

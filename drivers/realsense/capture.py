@@ -12,7 +12,7 @@ The pipeline is stopped on every way out (errors, Ctrl-C).
 
 Returns the images (RGB uint8 (H, W, 3) copies) and the colour stream's intrinsics as the stream
 profile reports them (librealsense's fx, fy, ppx, ppy in px with pixel centres at integer
-coordinates, distortion model and coefficients): :meth:`ColorIntrinsics.opencv_coeffs` turns them
+coordinates, distortion model and coefficients): :meth:`StreamIntrinsics.opencv_coeffs` turns them
 into OpenCV's (k1, k2, p1, p2, k3).
 
 Pacing: a real camera streams by itself; an emulator is pushed by its caller. ``pump`` (optional)
@@ -33,6 +33,7 @@ import numpy as np
 import pyrealsense2 as rs
 
 from handover.drivers.realsense.config import RealSenseConfig
+from handover.drivers.realsense.intrinsics import StreamIntrinsics
 
 _DEFAULTS = {f.name: f.default for f in dataclasses.fields(RealSenseConfig)}
 WIDTH, HEIGHT, FPS = _DEFAULTS["width"], _DEFAULTS["height"], _DEFAULTS["color_fps"]  # the tracker's colour mode
@@ -42,58 +43,11 @@ class CaptureError(RuntimeError):
     """The camera is not there, does not start or sends no frames; the message names its serial."""
 
 
-@dataclass(frozen=True)
-class ColorIntrinsics:
-    """The colour stream's intrinsics as librealsense reports them (px; ``model`` a
-    ``rs.distortion`` name, ``coeffs`` its five coefficients)."""
-
-    width: int
-    height: int
-    fx: float
-    fy: float
-    ppx: float
-    ppy: float
-    model: str = "none"
-    coeffs: tuple[float, ...] = (0.0,) * 5
-
-    @staticmethod
-    def from_rs(intr: rs.intrinsics) -> "ColorIntrinsics":
-        return ColorIntrinsics(int(intr.width), int(intr.height), float(intr.fx), float(intr.fy), float(intr.ppx),
-                               float(intr.ppy), intr.model.name, tuple(float(c) for c in intr.coeffs))
-
-    def to_rs(self) -> rs.intrinsics:
-        intr = rs.intrinsics()
-        intr.width, intr.height, intr.fx, intr.fy, intr.ppx, intr.ppy = self.width, self.height, self.fx, self.fy, self.ppx, self.ppy
-        intr.model, intr.coeffs = getattr(rs.distortion, self.model), list(self.coeffs)
-        return intr
-
-    def opencv_coeffs(self, grid: int = 24) -> tuple[tuple[float, ...], float]:
-        """OpenCV distortion (k1, k2, p1, p2, k3) matching librealsense's deprojection of this
-        stream, and the largest misfit (px) over a ``grid`` x ``grid`` of pixels: zeros when all
-        coefficients are 0; otherwise fitted (linear least squares) to
-        ``rs2_deproject_pixel_to_point``, which is what the tracker uses, whatever the model."""
-        if not any(self.coeffs) or self.model == "none":
-            return (0.0,) * 5, 0.0
-        intr = self.to_rs()
-        u, v = np.meshgrid(np.linspace(0, self.width - 1, grid), np.linspace(0, self.height - 1, grid))
-        pix = np.column_stack([u.ravel(), v.ravel()])
-        xy = np.array([rs.rs2_deproject_pixel_to_point(intr, [float(a), float(b)], 1.0)[:2] for a, b in pix])
-        x, y = xy[:, 0], xy[:, 1]
-        r2 = x * x + y * y
-        dx, dy = (pix[:, 0] - self.ppx) / self.fx - x, (pix[:, 1] - self.ppy) / self.fy - y
-        # x_d - x = x (k1 r2 + k2 r4 + k3 r6) + 2 p1 x y + p2 (r2 + 2 x2); y likewise (OpenCV's model)
-        a = np.vstack([np.column_stack([x * r2, x * r2 ** 2, 2 * x * y, r2 + 2 * x * x, x * r2 ** 3]),
-                       np.column_stack([y * r2, y * r2 ** 2, r2 + 2 * y * y, 2 * x * y, y * r2 ** 3])])
-        k = np.linalg.lstsq(a, np.concatenate([dx, dy]), rcond=None)[0]
-        err = (a @ k - np.concatenate([dx, dy])).reshape(2, -1) * np.array([[self.fx], [self.fy]])
-        return tuple(float(c) for c in k), float(np.hypot(*err).max())
-
-
 @dataclass
 class ColorCapture:
     serial: str  # the device's serial number (camera info)
     images: list[np.ndarray]  # RGB uint8 (H, W, 3), in capture order
-    intrinsics: ColorIntrinsics
+    intrinsics: StreamIntrinsics
 
 
 def connected_serials() -> list[str]:
@@ -143,10 +97,11 @@ def capture_color(camera: Union[rs.device, str], count: int, interval_s: float =
             wait()
 
     try:
-        intr = ColorIntrinsics.from_rs(profile.get_stream(rs.stream.color).as_video_stream_profile().get_intrinsics())
+        intr = StreamIntrinsics.from_rs(profile.get_stream(rs.stream.color).as_video_stream_profile().get_intrinsics())
         for _ in range(warmup):  # auto-exposure settles
             next_frame()
         images: list[np.ndarray] = []
+        taken = clock()
         for k in range(count):
             if k and interval_s > 0:
                 until = taken + interval_s

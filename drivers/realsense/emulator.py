@@ -38,31 +38,11 @@ import numpy as np
 import pyrealsense2 as rs
 
 from handover.drivers.realsense.config import COLOR_FPS_CHOICES, DEPTH_FPS_CHOICES
+from handover.drivers.realsense.intrinsics import StreamIntrinsics
 
 Frame = tuple[np.ndarray, np.ndarray, float]  # depth (H, W) m, colour (H, W, 3) uint8, capture time s
 FrameSource = Callable[[], Frame]
 _IDENTITY_ROTATION = (1.0, 0.0, 0.0, 0.0, 1.0, 0.0, 0.0, 0.0, 1.0)
-
-
-@dataclass(frozen=True)
-class StreamIntrinsics:
-    """A pinhole camera without distortion: focal lengths and principal point in px, pixel centres
-    at integer coordinates (librealsense's convention: the image centre is ((W-1)/2, (H-1)/2))."""
-
-    width: int
-    height: int
-    fx: float
-    fy: float
-    ppx: float
-    ppy: float
-
-    def to_rs(self) -> rs.intrinsics:
-        intr = rs.intrinsics()
-        intr.width, intr.height = self.width, self.height
-        intr.fx, intr.fy, intr.ppx, intr.ppy = self.fx, self.fy, self.ppx, self.ppy
-        intr.model = rs.distortion.none
-        intr.coeffs = [0.0] * 5
-        return intr
 
 
 @dataclass(frozen=True)

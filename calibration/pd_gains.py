@@ -20,10 +20,13 @@ The caller injects ``simulate(factors, recording) -> positions``;
 
 Files:
 
-- recording (``.npz``, :func:`save_recording` / :func:`load_recording`): ``joint_names`` (J,),
-  ``period_s`` (), ``commands`` (T, J) rad, the targets sent at control step t; ``positions``
-  (T+1, J) rad, measured at step t before the command (row 0: the start) and after the last step;
-  optional ``velocities`` (T+1, J) rad/s (row 0 sets the replay's start velocity; default 0).
+- recording: a bag of the cell's topics (:func:`recording_from_bag`), or
+  ``.npz`` (:func:`save_recording` / :func:`load_recording`): ``joint_names`` (J,),
+  ``period_s`` () s, a whole number of the twin's physics steps (the control period; a bag: one physics
+  step), ``commands`` (T, J) rad, the targets sent at step t; ``positions``
+  (T+1, J) rad, measured at step t before the command (row 0: the start) and after the last step,
+  NaN where not measured (row 0 never); optional ``velocities`` (T+1, J) rad/s (row 0 sets the
+  replay's start velocity; default 0).
 - gains (``<calibration_dir>/twin_pd_gains.yaml``, :func:`write_gains` / :func:`load_gains`)::
 
     kind: twin_pd_gains
@@ -115,10 +118,12 @@ class Recording:
             arr = getattr(self, key)
             if arr is not None and np.shape(arr) != (t + 1, j):
                 raise ValueError(f"Recording.{key}: expected shape ({t + 1}, {j}), got {np.shape(arr)}")
-        for key in ("commands", "positions", "velocities"):
+        if not np.isfinite(self.commands).all():
+            raise ValueError("Recording.commands: every value must be finite")
+        for key in ("positions", "velocities"):  # rows after the first: NaN where not measured
             arr = getattr(self, key)
-            if arr is not None and not np.isfinite(arr).all():
-                raise ValueError(f"Recording.{key}: every value must be finite")
+            if arr is not None and (not np.isfinite(arr[0]).all() or np.isinf(arr).any()):
+                raise ValueError(f"Recording.{key}: the first row must be finite, the others finite or NaN")
         for name in self.joint_names:
             joint_group(name)
 
@@ -127,8 +132,12 @@ class Recording:
         return int(self.commands.shape[0])
 
     def window(self, start_s: float = 0.0, end_s: Optional[float] = None) -> "Recording":
-        """The steps from ``start_s`` to ``end_s`` (s from the recording's start)."""
+        """The steps from ``start_s`` (the first step from there whose position is measured) to
+        ``end_s`` (s from the recording's start)."""
         a = int(round(start_s / self.period_s))
+        measured = np.flatnonzero(np.isfinite(self.positions[a:]).all(axis=1)
+                                  & (True if self.velocities is None else np.isfinite(self.velocities[a:]).all(axis=1)))
+        a += int(measured[0]) if len(measured) else 0
         b = self.steps if end_s is None else min(self.steps, int(round(end_s / self.period_s)))
         if not 0 <= a < b - 1:
             raise ValueError(f"empty window {start_s}..{end_s} s of a {self.steps * self.period_s:.2f} s recording")
@@ -148,8 +157,31 @@ def save_recording(path: str | Path, rec: Recording) -> Path:
     return path
 
 
-def load_recording(path: str | Path) -> Recording:
-    """A recording written by :func:`save_recording` (errors name the file and what is wrong)."""
+def recording_from_bag(path: str | Path, cfg) -> Recording:
+    """The recording of a bag of cell config ``cfg``'s topics (:mod:`handover.runtime.recorder`): the
+    run sampled on the twin's physics step (each command from the first step at or after its stamp,
+    as the twin node applies it) from its first joint state
+    (:meth:`handover.runtime.recorded_run.RecordedRun.sampled`, as the open-loop replay drives the twin)."""
+    from handover.runtime.recorded_run import load_run
+
+    try:
+        run = load_run(path, cfg)
+        s = run.sampled(cfg.twin.timestep_s, run.t0, float(run.js_t[-1]))
+    except InputError as exc:
+        raise GainCalibrationError(str(exc)) from None
+    return Recording(tuple(run.joint_names), cfg.twin.timestep_s, s.commands, s.positions, s.velocities)
+
+
+def is_bag(path: str | Path) -> bool:
+    """A rosbag2 bag folder or an .mcap file (else: a recording .npz)."""
+    return Path(path).is_dir() or Path(path).suffix == ".mcap"
+
+
+def load_recording(path: str | Path, cfg=None) -> Recording:
+    """A recording written by :func:`save_recording`, or with ``cfg`` a bag (:func:`recording_from_bag`);
+    errors name the file and what is wrong."""
+    if cfg is not None and is_bag(path):
+        return recording_from_bag(path, cfg)
     path = Path(path)
     try:
         z = load_npz(path, "recording")
@@ -177,7 +209,7 @@ def group_indices(joint_names: Sequence[str]) -> dict[str, np.ndarray]:
 def tracking_mse(simulated: np.ndarray, rec: Recording) -> dict[str, float]:
     """Per group: mean over steps 1..T and the group's joints of (simulated - recorded position)^2, rad^2."""
     err2 = (np.asarray(simulated)[1:] - rec.positions[1:]) ** 2
-    return {g: float(err2[:, idx].mean()) for g, idx in group_indices(rec.joint_names).items()}
+    return {g: float(np.nanmean(err2[:, idx])) for g, idx in group_indices(rec.joint_names).items()}
 
 
 Simulate = Callable[[GainFactors, Recording], np.ndarray]  # -> simulated positions (T+1, J), rad
@@ -288,15 +320,17 @@ def _refine(rec: Recording, simulate: Simulate, groups: list[str], x: np.ndarray
     h = 0.01
     lam = 1e-3
 
+    measured = {g: np.isfinite(rec.positions[1:, idx[g]]) for g in groups}
+
     def run(xs: np.ndarray) -> np.ndarray:
         sim = simulate(GainFactors.from_log(xs[:, 0], xs[:, 1], groups), rec)
-        return np.concatenate([(sim[1:, idx[g]] - rec.positions[1:, idx[g]]).ravel() * w[g] for g in groups])
+        return np.concatenate([(sim[1:, idx[g]] - rec.positions[1:, idx[g]])[measured[g]] * w[g] for g in groups])
 
     w = {g: 1.0 for g in groups}
     r0 = run(x)
     n0 = 0
     for g in groups:  # equal weights: each group's residual normalised by its RMS at the start
-        n = idx[g].size * rec.steps
+        n = int(measured[g].sum())
         w[g] = 1.0 / max(float(np.sqrt((r0[n0:n0 + n] ** 2).mean())), 1e-9)
         n0 += n
     x = x.copy()

@@ -5,10 +5,10 @@ gets the simulation injected; this module provides it, makes excitation recordin
 - Gain factors are the twin's own (:class:`~handover.sim_twin.twin.Twin` ``gain_factors``, applied by
   its reset on the nominal gains, per joint group), as the twin loads the calibrated file.
 - :class:`TwinReplay`: ``simulate(factors, recording) -> positions`` — resets the twin with the
-  factors, puts the recorded joints at the recording's first positions (velocities: its first row, or
-  0) with their targets there, then sends each recorded command and steps one control period
-  (lockstep, no timing jitter), reading the positions (rad) after each step. Joints that are not in
-  the recording stay at the default pose. The object starts at the config's start.
+  factors and runs the recording's commands from its first positions (velocities: its first row, or
+  0) with :func:`handover.sim_twin.open_loop.rollout`, the bag replay's rollout. Joints that are not
+  in the recording stay at the default pose. The object starts at ``object_start`` (default: the
+  config's start; the calibration parks it out of reach).
 - :func:`excitation_commands`: a calibration sequence of PD targets around the default pose: per
   joint, steps held 0.4-1.2 s to random targets (arm +-0.08 rad, hand +-0.04 rad, inside the limits).
   Small enough that the joints stay below their velocity limits: a joint held at its limit does not
@@ -27,7 +27,6 @@ import time
 from pathlib import Path
 from typing import Optional
 
-import mujoco
 import numpy as np
 
 from handover.calibration.commands import calibrate_subparsers
@@ -36,6 +35,7 @@ from handover.calibration.pd_gains import (GAINS_FILE, GainCalibrationError, Gai
                                            write_gains)
 from handover.runtime.cell_config import CellConfig, load_cell_config
 from handover.sim_twin.model import build_model, home_joints
+from handover.sim_twin.open_loop import rollout
 from handover.sim_twin.twin import Twin
 
 
@@ -55,24 +55,13 @@ class TwinReplay:
 
     def __call__(self, factors: GainFactors, rec: Recording) -> np.ndarray:
         tw = self.twin
-        if abs(rec.period_s - tw.cfg.control_period_s) > 1e-9:
-            raise GainCalibrationError(f"recording period {rec.period_s} s differs from the cell's control period "
-                                       f"{tw.cfg.control_period_s} s")
-        cols = self._columns(rec)
         tw.gain_factors = factors  # applied by reset, on the nominal gains
         tw.reset(object_start=self.object_start)
-        d = tw.data
-        d.qpos[tw.qpos_adr[cols]] = rec.positions[0]
-        d.qvel[tw.dof_adr[cols]] = 0.0 if rec.velocities is None else rec.velocities[0]
-        d.ctrl[tw.actuator_ids[cols]] = rec.positions[0]
-        mujoco.mj_forward(tw.model, d)
-        out = np.empty_like(rec.positions)
-        out[0] = rec.positions[0]
-        for t in range(rec.steps):
-            tw.set_targets(cols, rec.commands[t])
-            tw.step()
-            out[t + 1] = d.qpos[tw.qpos_adr[cols]]
-        return out
+        velocities0 = None if rec.velocities is None else rec.velocities[0]
+        try:
+            return rollout(tw, self._columns(rec), rec.positions[0], velocities0, rec.commands, rec.period_s)[0]
+        except ValueError as exc:
+            raise GainCalibrationError(f"recording: {exc}") from None
 
 
 def excitation_commands(cfg: CellConfig, seconds: float = 8.0, seed: int = 0,
@@ -135,8 +124,8 @@ def add_parser(subparsers) -> None:
         description="Search per joint group (thrower/catcher arm/hand) the factors of the twin's PD stiffness and "
                     "damping so that the twin, driven by the recorded targets, tracks the recorded joint positions "
                     "best; writes <calibration-dir>/twin_pd_gains.yaml and prints the MSE before and after.")
-    p.add_argument("recording", type=Path, help=".npz with joint_names, period_s, commands, positions[, velocities] "
-                   "(format: handover.calibration.pd_gains)")
+    p.add_argument("recording", type=Path, help="a bag recorded by handover record (folder or .mcap), or an .npz with "
+                   "joint_names, period_s, commands, positions[, velocities] (format: handover.calibration.pd_gains)")
     p.add_argument("--config", type=Path, default=None, help="cell config (default: the packaged launch/cell.yaml)")
     p.add_argument("--out", type=Path, default=None,
                    help=f"gains file to write (default: <devices.calibration_dir>/{GAINS_FILE})")
@@ -154,7 +143,7 @@ def _run(args: argparse.Namespace) -> int:
 
     cfg = load_cell_config(args.config)
     try:
-        rec = load_recording(args.recording).window(args.start, args.end)
+        rec = load_recording(args.recording, cfg).window(args.start, args.end)
     except ValueError as exc:
         print(f"handover calibrate gains: {exc}", file=sys.stderr)
         return 2

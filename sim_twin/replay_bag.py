@@ -4,13 +4,20 @@ Times: ``--start/--end`` are seconds from the first joint state of the bag (its 
 everything is aligned on the messages' header stamps (node clock, s). Joint values in contract order
 (rad), points in the world frame (m).
 
-- ``--mode open`` (default): the recorded joint commands drive the twin. The twin starts from the
-  recorded state at the window's start (the 44 joint positions and velocities of the joint states
-  nearest before it, PD targets = the last command before it, or the positions). The object starts
-  at its recorded position at the window's start (at rest if it did not move over the first
-  0.1 s, else with the velocity of the recorded path there) and then moves freely in the twin: the
-  object path error is the twin's object against the recorded observations. Each control period
-  the targets are the newest recorded command stamped at or before the period's start.
+- ``--mode open`` (default): the recorded joint commands drive the twin
+  (:func:`handover.sim_twin.open_loop.rollout`, the rollout the gain calibration fits). The run is
+  sampled on the twin's physics step from the joint state at or before the window's start
+  (:meth:`~handover.runtime.recorded_run.RecordedRun.sampled`): the twin starts from the 44 joint
+  positions and velocities there; each period's targets are the newest recorded command stamped at
+  or before the period's start (so a command acts from the first physics step at or after its stamp,
+  as in the twin node); the twin runs with its calibrated gains
+  (``<devices.calibration_dir>/twin_pd_gains.yaml`` if present). The object is set from the
+  recorded observations (position and velocity fitted around the stamp:
+  :func:`~handover.runtime.recorded_run.object_state_at`) at the window's start, where the recorded
+  object jumps (the twin node's placement service teleports it) and at each recorded episode's first
+  policy step (an operator placed it before), and moves freely in the twin in between: the object path error is the twin's object against the
+  recorded observations. Joint errors compare the twin with the joint states interpolated at the
+  physics steps.
 - ``--mode closed``: the recorded policy steps (``/handover/policy/step``: the inputs each step was
   given: joint positions, object observation, goal, efforts) through a bundle (``--bundle``, default
   the config's), its targets and predicted goals compared with the recorded ones. Steps are run in
@@ -27,88 +34,15 @@ a calibration) adds how much each error changed (``vs_baseline``) and prints it.
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Optional
 
 import numpy as np
 
 from handover.runtime.errors import InputError
+from handover.runtime.recorded_run import OBJECT_FIT_AFTER_S, RecordedRun, hold, interp_rows, load_run, object_state_at
 
 MODES = ("open", "closed")
-
-
-@dataclass
-class RecordedRun:
-    """A bag's signals as arrays (stamps s, node clock; contract order)."""
-
-    joint_names: list
-    js_t: np.ndarray  # (N,)
-    js_q: np.ndarray  # (N, 44) rad
-    js_v: np.ndarray  # (N, 44) rad/s (zeros where not measured)
-    cmd_t: np.ndarray  # (M,)
-    cmd: np.ndarray  # (M, 44) rad
-    obj_t: np.ndarray  # (K,)
-    obj: np.ndarray  # (K, 3) m, NaN where not found
-    steps: list = field(default_factory=list)  # PolicyStepRecord
-    complete: bool = True
-    t0: float = 0.0  # the bag's first joint state stamp (s): --start/--end count from it
-
-
-def _stamp(msg) -> float:
-    return float(msg.header.stamp.sec) + 1e-9 * float(msg.header.stamp.nanosec)
-
-
-def _group_series(msgs, names, topic):
-    t, q, v = [], [], []
-    for m in msgs:
-        idx = {n: i for i, n in enumerate(m.msg.name)}
-        if any(n not in idx for n in names):
-            raise InputError(f"{topic}: a message lacks joints of the cell config (got {list(m.msg.name)[:3]}...)")
-        t.append(_stamp(m.msg))
-        q.append([m.msg.position[idx[n]] for n in names])
-        v.append([m.msg.velocity[idx[n]] for n in names] if len(m.msg.velocity) == len(m.msg.name) else [0.0] * len(names))
-    order = np.argsort(t, kind="stable")
-    return np.asarray(t)[order], np.asarray(q, dtype=float)[order], np.asarray(v, dtype=float)[order]
-
-
-def _hold(t_src, x_src, t):
-    """Zero-order hold of ``x_src`` (rows at ``t_src``) at times ``t`` (the first row before the first stamp)."""
-    i = np.clip(np.searchsorted(t_src, t, side="right") - 1, 0, len(t_src) - 1)
-    return x_src[i]
-
-
-def load_run(bag_path, cfg) -> RecordedRun:
-    """The recorded run of ``bag_path`` for cell config ``cfg`` (InputError if a topic is missing)."""
-    from handover.runtime.bag_reader import read_bag
-    from handover.runtime.ros_interface import GROUPS, SIDES, Topics, joint_names
-    from handover.runtime.step_topic import POLICY_STEP_TOPIC, parse_step
-
-    topics = Topics.from_config(cfg)
-    bag = read_bag(bag_path)
-    by_topic: dict = {}
-    for m in bag.messages:
-        by_topic.setdefault(m.topic, []).append(m)
-    keys = [(s, g) for s in SIDES for g in GROUPS]
-    names = [n for k in keys for n in joint_names(cfg, *k)]
-    states, cmds = [], []
-    for k in keys:
-        for store, topic in ((states, topics.joint_states[k]), (cmds, topics.joint_commands[k])):
-            if topic not in by_topic:
-                raise InputError(f"{bag_path}: no messages on {topic} (a bag of this cell's topics? {len(bag.messages)} "
-                                 f"messages read)")
-            store.append(_group_series(by_topic[topic], joint_names(cfg, *k), topic))
-    base_t = states[0][0]  # the thrower arm's stamps: the joint states' time base
-    js_q = np.concatenate([_hold(t, q, base_t) for t, q, _ in states], axis=1)
-    js_v = np.concatenate([_hold(t, v, base_t) for t, _, v in states], axis=1)
-    cmd_t = np.unique(np.concatenate([c[0] for c in cmds]))
-    cmd = np.concatenate([_hold(t, q, cmd_t) for t, q, _ in cmds], axis=1)
-    obj_msgs = by_topic.get(topics.object_position, [])
-    obj_t = np.array([_stamp(m.msg) for m in obj_msgs], dtype=float)
-    obj = np.array([[m.msg.point.x, m.msg.point.y, m.msg.point.z] for m in obj_msgs], dtype=float).reshape(-1, 3)
-    steps = [parse_step(m.msg.name, m.msg.position, _stamp(m.msg), m.msg.header.frame_id, names)
-             for m in by_topic.get(POLICY_STEP_TOPIC, [])]
-    return RecordedRun(names, base_t, js_q, js_v, cmd_t, cmd, obj_t, obj, steps, bag.complete, float(base_t[0]))
 
 
 def _errors(diff: np.ndarray, names) -> dict:
@@ -122,55 +56,44 @@ def _errors(diff: np.ndarray, names) -> dict:
 
 def replay_open(run: RecordedRun, cfg, t_start: float, t_end: float, twin=None) -> dict:
     """The open-loop replay over ``[t_start, t_end]`` (stamps, s): series and errors (module docstring)."""
+    from handover.sim_twin.open_loop import rollout
     from handover.sim_twin.twin import Twin
 
     twin = twin or Twin(cfg)
-    dt = cfg.control_period_s
-    i0 = max(int(np.searchsorted(run.js_t, t_start, side="right")) - 1, 0)
-    ts = run.js_t[i0]
+    dt = cfg.twin.timestep_s  # each command from the first physics step at or after its stamp, as in the twin node
+    s = run.sampled(dt, t_start, t_end)
+    gravity = twin.model.opt.gravity.copy()
+    placed = {}
+    times = sorted(t for t in [*run.episode_starts(), *run.object_jumps()] if s.ticks[0] < t < s.ticks[-1])
+    for t, later in zip([s.ticks[0], *times], [*times, np.inf]):
+        if t > s.ticks[0] and later - t < OBJECT_FIT_AFTER_S:  # one placement seen twice (an episode starts
+            continue  # as it is placed): the later
+        k = int(np.floor((t - s.ticks[0]) / dt + 1e-6))  # the tick at or before: the jump's frame sees the placed object
+        state = object_state_at(run.obj_t, run.obj, float(s.ticks[k]), gravity)
+        if state is not None:
+            placed[k] = state
+    placed.setdefault(0, (np.asarray(cfg.object.start_position, dtype=float), np.zeros(3)))
+    twin.reset(object_start=placed[0][0])
+    q_twin, o_twin = rollout(twin, np.arange(len(run.joint_names)), s.positions[0], s.velocities[0], s.commands, dt, placed)
+    joint = _errors(q_twin[1:] - s.positions[1:], run.joint_names)
     obj_ok = np.isfinite(run.obj).all(axis=1)
-    ot, op = run.obj_t[obj_ok], run.obj[obj_ok]
-    start_obj = _hold(ot, op, np.array([ts]))[0] if len(ot) else np.asarray(cfg.object.start_position, dtype=float)
-    twin.reset(object_start=start_obj)
-    near = (ot >= ts) & (ot <= ts + 0.1)
-    if near.sum() >= 2 and np.linalg.norm(op[near][-1] - op[near][0]) > 1e-3:
-        vel = (op[near][-1] - op[near][0]) / (ot[near][-1] - ot[near][0])
-        twin.set_object_state(start_obj, vel)
-    import mujoco
-
-    d = twin.data
-    d.qpos[twin.qpos_adr] = run.js_q[i0]
-    d.qvel[twin.dof_adr] = run.js_v[i0]
-    before = run.cmd_t <= ts
-    d.ctrl[twin.actuator_ids] = run.cmd[before][-1] if before.any() else run.js_q[i0]
-    mujoco.mj_forward(twin.model, d)
-    index = np.arange(44)
-    n = max(int(np.floor((t_end - ts) / dt + 1e-9)), 1)
-    t_sim = ts + dt * np.arange(1, n + 1)
-    q_twin, o_twin = np.empty((n, 44)), np.empty((n, 3))
-    for k in range(n):
-        tk = ts + k * dt
-        due = run.cmd_t <= tk + 1e-9
-        if due.any():
-            twin.set_targets(index, run.cmd[np.flatnonzero(due)[-1]])
-        twin.step()
-        q_twin[k], o_twin[k] = twin.joint_positions(), twin.object_position()
-    # compare at the recorded stamps inside the window
-    sel = (run.js_t > ts) & (run.js_t <= t_sim[-1])
-    q_at = np.stack([np.interp(run.js_t[sel], t_sim, q_twin[:, j]) for j in range(44)], axis=1) if sel.any() else np.zeros((0, 44))
-    if not sel.any():
-        raise InputError(f"the window {t_start - run.t0:.3f}..{t_end - run.t0:.3f} s holds no joint states to compare")
-    joint = _errors(q_at - run.js_q[sel], run.joint_names)
-    osel = obj_ok & (run.obj_t > ts) & (run.obj_t <= t_sim[-1])
-    o_at = np.stack([np.interp(run.obj_t[osel], t_sim, o_twin[:, a]) for a in range(3)], axis=1)
+    osel = obj_ok & (run.obj_t > s.ticks[0]) & (run.obj_t <= s.ticks[-1])
+    o_at = interp_rows(s.ticks, o_twin, run.obj_t[osel])
+    for k in placed:  # not across a placement: hold the period before it
+        before = (run.obj_t[osel] > s.ticks[max(k - 1, 0)]) & (run.obj_t[osel] < s.ticks[k])
+        o_at[before] = o_twin[k - 1]
     o_err = np.linalg.norm(o_at - run.obj[osel], axis=1)
     obj_report = ({"rmse": float(np.sqrt(np.mean(o_err ** 2))), "max": float(o_err.max()), "samples": int(osel.sum())}
                   if osel.any() else {"rmse": None, "max": None, "samples": 0})
-    csel = (run.cmd_t >= ts) & (run.cmd_t <= t_sim[-1])
+    obj_report["placements"] = len(placed)
+    rsel = (run.requested_t >= s.ticks[0]) & (run.requested_t <= s.ticks[-1])
+    gate = _errors(run.requested[rsel] - hold(run.cmd_t, run.cmd, run.requested_t[rsel]), run.joint_names) if rsel.any() else {}
+    measured = np.isfinite(s.positions[1:]).all(axis=1)
     return {"joint_tracking": joint, "object_path": obj_report,
-            "command_difference": {"note": "open loop: the twin is driven by the recorded commands (difference 0)",
-                                   "commands": int(csel.sum())},
-            "_series": {"t": run.js_t[sel] - run.t0, "q_rec": run.js_q[sel], "q_twin": q_at,
+            "gate_difference": {"note": "the recorded commands minus what the drivers' command gate sent "
+                                        "(the twin is driven by the latter)", "commands": int(rsel.sum()), **gate},
+            "_series": {"t": s.ticks[1:][measured] - run.t0, "q_rec": s.positions[1:][measured],
+                        "q_twin": q_twin[1:][measured],
                         "ot": run.obj_t[osel] - run.t0, "o_rec": run.obj[osel], "o_twin": o_at}}
 
 
@@ -267,7 +190,7 @@ def replay(bag, cfg, mode: str = "open", start: Optional[float] = None, end: Opt
     base = json.loads(input_file(baseline, "baseline report").read_text()) if baseline else None
     out = output_folder(out or Path(f"{Path(bag).with_suffix('')}_replay_{mode}"), "replay report", inputs=[bag])
     run = load_run(bag, cfg)
-    span = float(run.js_t[-1] - run.t0)
+    span = run.span_s
     s = 0.0 if start is None else float(start)
     e = span if end is None else float(end)
     if not 0.0 <= s < e:
@@ -315,7 +238,7 @@ def run(args) -> int:
                  args.baseline)
     if not rep["bag_complete"]:
         print(f"replay: {args.bag}: the recording did not close (crash?): replayed what was flushed", flush=True)
-    for key in ("joint_tracking", "object_path", "command_difference", "predicted_goal_difference"):
+    for key in ("joint_tracking", "object_path", "gate_difference", "command_difference", "predicted_goal_difference"):
         v = rep.get(key, {})
         if v.get("rmse") is not None:
             print(f"{key}: RMSE {v['rmse']:.4g}, max {v['max']:.4g}")

@@ -161,6 +161,10 @@ CASES = [
          lambda t: (t / "bag").mkdir()),
     # -- calibration inputs and files ---------------------------------------------------------------
     Case("gains recording missing", lambda t: ["calibrate", "gains", str(t / "rec.npz")], lambda t: "rec.npz"),
+    Case("gains bag not mcap", lambda t: ["calibrate", "gains", str(t / "bag")], lambda t: "bag",
+         lambda t: write(t / "bag" / "bag.mcap", b"this is not an mcap file at all" * 4)),
+    Case("gains bag empty folder", lambda t: ["calibrate", "gains", str(t / "bag")], lambda t: "bag",
+         lambda t: (t / "bag").mkdir()),
     Case("gains recording not npz", lambda t: ["calibrate", "gains", str(t / "rec.npz")], lambda t: "rec.npz",
          lambda t: write(t / "rec.npz", "x")),
     Case("gains recording lacks arrays", lambda t: ["calibrate", "gains", str(t / "rec.npz")], lambda t: "missing arrays",

@@ -13,6 +13,7 @@ which is killed if a test fails.
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import signal
@@ -297,15 +298,56 @@ def test_backend_real_without_hardware_ends_the_whole_launch_non_zero_with_the_e
     # the launch ended: launch waits for every process it started, so none is left running
 
 
+# The cell's "real" PD gains in the loop-closing test: the twin's nominal gains are off by these factors
+CELL_GAINS = {"stiffness": {"thrower/arm": 1.35, "catcher/arm": 0.8, "thrower/hand": 0.75, "catcher/hand": 1.25},
+              "damping": {"thrower/arm": 0.8, "catcher/arm": 1.25, "thrower/hand": 1.3, "catcher/hand": 0.85}}
+
+
+def _config(tmp_path: Path, name: str, calibration_dir: Path) -> Path:
+    """The default cell config with its bundle made absolute and its calibration folder replaced."""
+    from handover.runtime.cell_config import DEFAULT_CONFIG_PATH
+
+    path = tmp_path / name
+    path.write_text(DEFAULT_CONFIG_PATH.read_text()
+                    .replace("bundle: reference_bundle", f"bundle: {DEFAULT_CONFIG_PATH.parent / 'reference_bundle'}", 1)
+                    .replace("calibration_dir: calibration", f"calibration_dir: {calibration_dir}", 1))
+    return path
+
+
 @needs_launch
-def test_record_argument_records_the_run_into_a_bag_the_mcap_reader_reads(launch, tmp_path):
+def test_record_a_real_time_run_then_calibrate_the_twin_from_the_bag(launch, tmp_path, capsys):
+    """record:=BAG records the real-time graph's run into a bag the mcap reader reads; replaying it in a
+    twin whose PD gains differ from the cell's (here: the cell is the twin with CELL_GAINS), calibrating
+    the gains from the same bag and replaying it again shrinks the divergence, and the report says how much."""
     from mcap.reader import make_reader
 
-    run = launch("episodes:=1", f"record:={tmp_path / 'run'}")
+    from handover.calibration.pd_gains import GainFactors, write_gains
+    from handover.cli import main
+
+    write_gains(tmp_path / "cell_calibration" / "twin_pd_gains.yaml", GainFactors(**CELL_GAINS))
+    cell = _config(tmp_path, "cell.yaml", tmp_path / "cell_calibration")
+    twin = _config(tmp_path, "twin.yaml", tmp_path / "twin_calibration")
+    bag = tmp_path / "run"
+    run = launch("episodes:=2", f"record:={bag}", f"config:={cell}")
     assert run.wait(240) == 0, run.output()[-6000:]
-    files = list((tmp_path / "run").glob("*.mcap"))
+    files = list(bag.glob("*.mcap"))
     assert len(files) == 1, run.output()[-6000:]
     with open(files[0], "rb") as f:
         topics = {channel.topic for _, channel, _ in make_reader(f).iter_messages()}
     assert {"/handover/thrower/arm/joint_states", "/handover/thrower/arm/joint_commands",
             "/handover/policy/step", "/handover/policy/episode_end"} <= topics, sorted(topics)
+
+    assert main(["replay", str(bag), "--config", str(twin), "--out", str(tmp_path / "before")]) == 0
+    t0 = time.monotonic()
+    assert main(["calibrate", "gains", str(bag), "--config", str(twin)]) == 0
+    seconds = time.monotonic() - t0
+    capsys.readouterr()
+    assert main(["replay", str(bag), "--config", str(twin), "--out", str(tmp_path / "after"),
+                 "--baseline", str(tmp_path / "before" / "divergence.json")]) == 0
+    printed = capsys.readouterr().out
+    change = json.loads((tmp_path / "after" / "divergence.json").read_text())["vs_baseline"]["joint_tracking.rmse"]
+    with capsys.disabled():
+        print(f"\nreal-time run: gains calibrated from the bag in {seconds:.1f} s; replay joint RMSE "
+              f"{change['before']:.4g} -> {change['after']:.4g} rad ({change['change_percent']:+.1f} %)")
+    assert change["after"] < 0.75 * change["before"]
+    assert f"({change['change_percent']:+.1f} %)" in printed

@@ -15,7 +15,7 @@ positions (T+1, 3) m, before the first period and after each.
 
 from __future__ import annotations
 
-from typing import Mapping, Optional
+from typing import Callable, Mapping, Optional
 
 import mujoco
 import numpy as np
@@ -24,10 +24,11 @@ from handover.sim_twin.twin import Twin
 
 
 def rollout(twin: Twin, cols: np.ndarray, positions0: np.ndarray, velocities0: Optional[np.ndarray],
-            commands: np.ndarray, period_s: float,
-            object_states: Optional[Mapping[int, tuple]] = None) -> tuple[np.ndarray, np.ndarray]:
+            commands: np.ndarray, period_s: float, object_states: Optional[Mapping[int, tuple]] = None,
+            progress: Optional[Callable[[int, int], None]] = None) -> tuple[np.ndarray, np.ndarray]:
     """Run ``commands`` (T, J), one per ``period_s`` (a whole number of the twin's physics steps), from
-    the state ``positions0``/``velocities0`` (J,) in ``twin`` (module doc)."""
+    the state ``positions0``/``velocities0`` (J,) in ``twin`` (module doc). ``progress(k, T)`` is
+    called every 1000 periods."""
     physics = twin.model.opt.timestep
     substeps = int(round(period_s / physics))
     if substeps < 1 or abs(substeps * physics - period_s) > 1e-9:
@@ -49,4 +50,6 @@ def rollout(twin: Twin, cols: np.ndarray, positions0: np.ndarray, velocities0: O
         if k < steps:
             twin.set_targets(cols, commands[k])
             twin.advance(period_s)
+        if progress is not None and k % 1000 == 999:
+            progress(k + 1, steps)
     return q, obj

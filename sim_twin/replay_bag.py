@@ -34,6 +34,7 @@ a calibration) adds how much each error changed (``vs_baseline``) and prints it.
 from __future__ import annotations
 
 import json
+import sys
 from pathlib import Path
 from typing import Optional
 
@@ -74,7 +75,11 @@ def replay_open(run: RecordedRun, cfg, t_start: float, t_end: float, twin=None) 
             placed[k] = state
     placed.setdefault(0, (np.asarray(cfg.object.start_position, dtype=float), np.zeros(3)))
     twin.reset(object_start=placed[0][0])
-    q_twin, o_twin = rollout(twin, np.arange(len(run.joint_names)), s.positions[0], s.velocities[0], s.commands, dt, placed)
+    def progress(k, steps):
+        print(f"replay: {k * dt:.1f} of {steps * dt:.1f} s", file=sys.stderr, flush=True)
+
+    q_twin, o_twin = rollout(twin, np.arange(len(run.joint_names)), s.positions[0], s.velocities[0], s.commands, dt, placed,
+                             progress)
     joint = _errors(q_twin[1:] - s.positions[1:], run.joint_names)
     obj_ok = np.isfinite(run.obj).all(axis=1)
     osel = obj_ok & (run.obj_t > s.ticks[0]) & (run.obj_t <= s.ticks[-1])

@@ -67,8 +67,8 @@ class RecordedRun:
         ts = float(self.js_t[i0])
         steps = int(np.floor((min(t_end, float(self.js_t[-1])) - ts) / period_s + 1e-9))
         if steps < 2:
-            raise InputError(f"the window {t_start - self.t0:.3f}..{t_end - self.t0:.3f} s holds under two control "
-                             f"periods ({period_s:g} s) of joint states")
+            raise InputError(f"the window {t_start - self.t0:.3f}..{t_end - self.t0:.3f} s holds under two periods "
+                             f"({period_s:g} s) of joint states")
         ticks = ts + period_s * np.arange(steps + 1)
         q = np.full((steps + 1, self.js_q.shape[1]), np.nan)
         v = np.full_like(q, np.nan)
@@ -184,7 +184,7 @@ def sent_commands(limits: GateLimits, cmd_t: np.ndarray, cmd: np.ndarray, tokens
             held(t, "first command of an episode")
             token = tok
         elif staleness(limits, state, t) is not None:
-            held(min(max(state.since + limits.stale_s, state.since), t), "stale")
+            held(min(state.since + limits.stale_s, t), "stale")
         decision, new = gate_command(limits, state, c, t)
         if decision.accepted:
             state = new
@@ -244,8 +244,7 @@ def load_run(bag_path, cfg) -> RecordedRun:
     sent = [sent_commands(GateLimits.from_config(getattr(getattr(cfg, s), g), cfg.gate, cfg.control_period_s),
                           c[0], c[1], c[3], st[0], st[1]) for (s, g), c, st in zip(keys, cmds, states)]
     cmd_t = np.unique(np.concatenate([t for t, _ in sent]))
-    cmd = np.concatenate([hold(t, q, cmd_t) if len(t) else np.broadcast_to(hold(st[0], st[1], cmd_t[:1]), (len(cmd_t), st[1].shape[1]))
-                          for (t, q), st in zip(sent, states)], axis=1)
+    cmd = np.concatenate([hold(t, q, cmd_t) for t, q in sent], axis=1)  # each group sent at least its first hold
     req_t = np.unique(np.concatenate([c[0] for c in cmds]))
     requested = np.concatenate([hold(c[0], c[1], req_t) for c in cmds], axis=1)
     obj_msgs = by_topic.get(topics.object_position, [])

@@ -15,9 +15,10 @@ everything is aligned on the messages' header stamps (node clock, s). Joint valu
   recorded observations (position and velocity fitted around the stamp:
   :func:`~handover.runtime.recorded_run.object_state_at`) at the window's start, where the recorded
   object jumps (the twin node's placement service teleports it) and at each recorded episode's first
-  policy step (an operator placed it before), and moves freely in the twin in between: the object path error is the twin's object against the
-  recorded observations. Joint errors compare the twin with the joint states interpolated at the
-  physics steps.
+  policy step (an operator placed it before), and moves freely in the twin in between: the object
+  path error is the twin's object against the recorded observations. Joint errors compare the twin
+  with the joint states where they were measured (at the nearest physics step, moved there along
+  their measured velocity; never interpolated between measurements).
 - ``--mode closed``: the recorded policy steps (``/handover/policy/step``: the inputs each step was
   given: joint positions, object observation, goal, efforts) through a bundle (``--bundle``, default
   the config's), its targets and predicted goals compared with the recorded ones. Steps are run in
@@ -84,8 +85,8 @@ def replay_open(run: RecordedRun, cfg, t_start: float, t_end: float, twin=None) 
     obj_ok = np.isfinite(run.obj).all(axis=1)
     osel = obj_ok & (run.obj_t > s.ticks[0]) & (run.obj_t <= s.ticks[-1])
     o_at = interp_rows(s.ticks, o_twin, run.obj_t[osel])
-    for k in placed:  # not across a placement: hold the period before it
-        before = (run.obj_t[osel] > s.ticks[max(k - 1, 0)]) & (run.obj_t[osel] < s.ticks[k])
+    for k in placed.keys() - {0}:  # not across a placement: hold the period before it
+        before = (run.obj_t[osel] > s.ticks[k - 1]) & (run.obj_t[osel] < s.ticks[k])
         o_at[before] = o_twin[k - 1]
     o_err = np.linalg.norm(o_at - run.obj[osel], axis=1)
     obj_report = ({"rmse": float(np.sqrt(np.mean(o_err ** 2))), "max": float(o_err.max()), "samples": int(osel.sum())}

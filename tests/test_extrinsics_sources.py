@@ -38,14 +38,6 @@ TILTS = [(0, 0, 0), (25, 0, 0), (0, 30, 0), (-20, 20, 5), (15, -25, -10), (0, -3
 SERIAL = "EMU-D435-CAL"
 
 
-class SimClock:
-    def __init__(self) -> None:
-        self.t = 0.0
-
-    def __call__(self) -> float:
-        return self.t
-
-
 @pytest.fixture(scope="module")
 def scene():
     """The twin's d435 view with the board at 6 known poses: (truth, stream intrinsics, images, poses)."""
@@ -82,7 +74,7 @@ class EmulatedCamera:
     def __init__(self, stream, images):
         from handover.drivers.realsense.emulator import D435Emulator, EmulatorConfig
 
-        self.images, self.clock, self.operator = images, SimClock(), Operator()
+        self.images, self.t, self.operator = images, 0.0, Operator()  # t: the emulated host's clock, s
         self.depth = np.zeros((stream.height, stream.width), np.float32)
         self.emulator = D435Emulator(self._frame, EmulatorConfig(intrinsics=stream, serial=SERIAL, depth_fps=60, color_fps=60))
         self.pushed: list[int] = []
@@ -90,12 +82,15 @@ class EmulatedCamera:
     def _frame(self):
         k = min(self.operator.moved, len(self.images) - 1)
         self.pushed.append(k)
-        return self.depth, self.images[k], self.clock.t
+        return self.depth, self.images[k], self.t
 
     def pump(self) -> None:
-        self.clock.t += 1 / 60
+        self.t += 1 / 60
         self.emulator.capture()
-        self.emulator.deliver(self.clock.t)
+        self.emulator.deliver(self.t)
+
+    def clock(self) -> float:
+        return self.t
 
     def options(self) -> dict:
         return {"pump": self.pump, "clock": self.clock, "progress": self.operator}

@@ -356,26 +356,6 @@ IMAGE_ENCODINGS = {"rgb8": 3, "bgr8": 3, "mono8": 1}
 _OPENCV_MODELS = ("plumb_bob", "rational_polynomial", "")  # CameraInfo.distortion_model values OpenCV's model covers
 
 
-def bag_topics(path) -> dict[str, str]:
-    """Topic -> message type of every channel of a bag (a scan of its records: a crashed bag too)."""
-    from mcap.records import Channel, Schema
-    from mcap.stream_reader import StreamReader
-
-    from handover.runtime.bag_reader import mcap_file
-
-    schemas, topics = {}, {}
-    try:
-        with open(mcap_file(path), "rb") as f:
-            for r in StreamReader(f, skip_magic=False, emit_chunks=False).records:
-                if isinstance(r, Schema):
-                    schemas[r.id] = r.name
-                elif isinstance(r, Channel):
-                    topics[r.topic] = schemas.get(r.schema_id, "?")
-    except Exception:  # noqa: BLE001 - a damaged tail: the channels seen so far
-        pass
-    return topics
-
-
 def _decode_image(msg, name: str) -> np.ndarray:
     """A ``sensor_msgs/Image`` (rgb8, bgr8, mono8) as RGB (H, W, 3) or grey (H, W) uint8."""
     if not all(hasattr(msg, a) for a in ("encoding", "height", "width", "step", "data")):
@@ -423,7 +403,7 @@ def images_from_bag(path, image_topic: str = IMAGE_TOPIC, info_topic: str = INFO
         raise CalibrationInputError(str(exc)) from None
     msgs = bag.topic(image_topic)
     if not msgs:
-        images = sorted(t for t, kind in bag_topics(path).items() if kind == "sensor_msgs/msg/Image")
+        images = sorted(t for t, kind in bag.types.items() if kind == "sensor_msgs/msg/Image")
         raise CalibrationInputError(f"{path}: no images on {image_topic}; the bag's image topics: "
                                     f"{', '.join(images) or 'none'} (choose one with --image-topic)")
     t0 = msgs[0].log_time_ns

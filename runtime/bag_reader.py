@@ -30,6 +30,7 @@ class Bag:
     path: Path
     messages: list[BagMessage] = field(default_factory=list)
     complete: bool = False
+    types: dict = field(default_factory=dict)  # topic -> message type of every channel read (wanted or not)
 
     def topic(self, name: str) -> list[BagMessage]:
         return [m for m in self.messages if m.topic == name]
@@ -104,6 +105,8 @@ def read_bag(path, topics=None) -> Bag:
                 schemas[record.id] = record
             elif isinstance(record, Channel):
                 channels[record.id] = record
+                schema = schemas.get(record.schema_id)
+                bag.types[record.topic] = schema.name if schema is not None else "?"
             elif isinstance(record, Message):
                 ch = channels[record.channel_id]
                 if wanted is not None and ch.topic not in wanted:

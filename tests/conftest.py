@@ -2,6 +2,7 @@
 Dynamic Handover module trees (the real export path, not hand-made ONNX files)."""
 
 import os
+import sys
 from pathlib import Path
 
 os.environ.setdefault("MUJOCO_GL", "egl")  # before anything imports mujoco (see handover.sim_twin)
@@ -113,3 +114,21 @@ def ros_context():
     rclpy.init(context=context)
     yield context
     context.try_shutdown()
+
+
+@pytest.fixture(scope="module")
+def networks():
+    """The config's bundle (the shipped reference policy), loaded once per module with 5 warm-up runs."""
+    from handover.runtime.policy_networks import PolicyNetworks
+
+    return PolicyNetworks.load(load_cell_config().models.bundle, warmup=5)
+
+
+@pytest.fixture
+def fast_gil_switch():
+    """The GIL switch interval at 1 ms (default 5 ms) for one test: graphs of paced threads in one
+    process (ROS harnesses) waited up to twice as long on the GIL with the default."""
+    interval = sys.getswitchinterval()
+    sys.setswitchinterval(0.001)
+    yield
+    sys.setswitchinterval(interval)

@@ -9,12 +9,13 @@ stale_s = 3 x 0.05 = 0.15 s. Units: rad, rad/s, s.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import threading
-import time
-from typing import Callable
 
 import numpy as np
 import pytest
+import support
+from support import Spinners
 
 from handover.runtime.cell_config import GateConfig, JointGroupConfig, load_cell_config
 from handover.runtime.command_gate import (
@@ -307,12 +308,7 @@ def test_mirror_arm_jump_of_0_9_rad_is_cut_to_0_157_rad_per_command():
 TIMEOUT_S = 5.0
 
 
-def wait_for(pred: Callable[[], bool], what: str, timeout: float = TIMEOUT_S) -> None:
-    end = time.monotonic() + timeout
-    while not pred():
-        if time.monotonic() > end:
-            raise AssertionError(f"timed out after {timeout} s waiting for {what}")
-        time.sleep(0.002)
+wait_for = functools.partial(support.wait_for, timeout=TIMEOUT_S, poll=0.002)
 
 
 @pytest.fixture
@@ -333,20 +329,13 @@ def driver(ros_context):
     from handover.runtime.ros_interface import Topics, joint_state_msg, qos_command, qos_episode_start, qos_events
 
     topics = Topics.from_config(CFG)
-    started = []
-    stop = threading.Event()
+    spinners = Spinners()
 
     def spin(node) -> None:
         executor = SingleThreadedExecutor(context=ros_context)
         executor.add_node(node)
-
-        def loop():
-            while not stop.is_set() and ros_context.ok():
-                executor.spin_once(timeout_sec=0.05)
-
-        thread = threading.Thread(target=loop, daemon=True)
-        thread.start()
-        started.append((node, executor, thread))
+        spinners.nodes.append(node)
+        spinners.spin(executor, node.get_name())
 
     def make(side: str, group: str):
         g = getattr(getattr(CFG, side), group)
@@ -366,12 +355,12 @@ def driver(ros_context):
         start_pub = probe.create_publisher(String, topics.episode_start, qos_episode_start())
         spin(node)
         spin(probe)
-        wait_for(lambda: pub.get_subscription_count() >= 1, "the command subscriber")
+        wait_for(lambda: pub.get_subscription_count() >= 1, what="the command subscriber")
         # a driver follows only the commands of an episode whose start it received while up
-        wait_for(lambda: start_pub.get_subscription_count() >= 1, "the episode start subscriber")
+        wait_for(lambda: start_pub.get_subscription_count() >= 1, what="the episode start subscriber")
         token = "gate_probe/1"
         start_pub.publish(String(data=token))
-        wait_for(lambda: node.arming.armed == token, "the driver armed for the probe's episode")
+        wait_for(lambda: node.arming.armed == token, what="the driver armed for the probe's episode")
 
         def publish(names, targets):
             pub.publish(joint_state_msg(names, 0.0, targets, frame_id=token))
@@ -382,11 +371,7 @@ def driver(ros_context):
         return node, device, publish, diag
 
     yield make
-    stop.set()
-    for node, executor, thread in started:
-        thread.join(2.0)
-        executor.shutdown(timeout_sec=2.0)
-        node.destroy_node()
+    spinners.close()
 
 
 def test_driver_stale_stream_holds_and_says_so(driver):
@@ -395,17 +380,17 @@ def test_driver_stale_stream_holds_and_says_so(driver):
     target = np.array(CFG.catcher.arm.default)
     target[1] += 0.9  # a 0.9 rad jump: cut to 0.157 rad
     publish(names, target)
-    wait_for(lambda: node.commands_applied == 1, "the command")
+    wait_for(lambda: node.commands_applied == 1, what="the command")
     assert device.last_gate.rate_limited == ("catcher/joint2",) and node.commands_rate_limited == 1
     assert device.gate_state.reference[1] == pytest.approx(-0.09 + 0.157, abs=EPS)
     # no further command: after 3 periods (0.15 s) the state timer's poll holds, and says why
-    wait_for(lambda: node.stale_holds == 1, "the stale hold", timeout=2.0)
-    wait_for(lambda: any(s == "holding" and "stale" in m for s, m in diag()), "the stale hold in the diagnostics")
+    wait_for(lambda: node.stale_holds == 1, what="the stale hold", timeout=2.0)
+    wait_for(lambda: any(s == "holding" and "stale" in m for s, m in diag()), what="the stale hold in the diagnostics")
     assert node.state.value == "holding" and "stale" in node.detail and node.command_topic in node.detail
     assert device.gate_state.mode is GateMode.HOLDING
     # the next command follows again, from the held position
     publish(names, target)
-    wait_for(lambda: node.commands_applied == 2, "the next command")
+    wait_for(lambda: node.commands_applied == 2, what="the next command")
     assert node.state.value == "running"
     assert device.gate_state.reference[1] == pytest.approx(-0.09 + 2 * 0.157, abs=EPS)
 
@@ -415,19 +400,19 @@ def test_driver_refuses_duplicate_and_unknown_names_and_keeps_running(driver):
     names = list(CFG.thrower.hand.joints)
     target = np.array(CFG.thrower.hand.default)
     publish(names, target)
-    wait_for(lambda: node.commands_applied == 1, "the first command")
+    wait_for(lambda: node.commands_applied == 1, what="the first command")
     duplicate = [names[0]] + names[:-1]
     publish(duplicate, target)
-    wait_for(lambda: node.commands_rejected == 1, "the refusal")
+    wait_for(lambda: node.commands_rejected == 1, what="the refusal")
     assert node.state.value == "fault"
     assert node.command_topic in node.detail and "duplicate" in node.detail and names[0] in node.detail
     assert device.gate_state.mode is GateMode.HOLDING  # refused while following: holds
-    wait_for(lambda: any(s == "fault" and "duplicate" in m for s, m in diag()), "the refusal in the diagnostics")
+    wait_for(lambda: any(s == "fault" and "duplicate" in m for s, m in diag()), what="the refusal in the diagnostics")
     publish(names[:-1] + ["thrower/joint_99.0"], target)
-    wait_for(lambda: node.commands_rejected == 2, "the second refusal")
+    wait_for(lambda: node.commands_rejected == 2, what="the second refusal")
     assert "unknown" in node.detail and "thrower/joint_99.0" in node.detail
     publish(names[::-1], target[::-1])  # reversed names: matched by name
-    wait_for(lambda: node.commands_applied == 2, "the good command")
+    wait_for(lambda: node.commands_applied == 2, what="the good command")
     assert node.state.value == "running"
     np.testing.assert_allclose(device.last_gate.targets,
                                np.clip(target, CFG.thrower.hand.lower, CFG.thrower.hand.upper), rtol=0, atol=EPS)

@@ -24,6 +24,7 @@ from handover.drivers.device import Lifecycle  # noqa: E402
 from handover.drivers.xarm.testing import port_502_problem  # noqa: E402
 from handover.runtime.cell_config import load_cell_config  # noqa: E402
 from handover.runtime.ros_interface import NodeState  # noqa: E402
+from support import wait_for  # noqa: E402
 
 _PROBLEM = port_502_problem()
 pytestmark = pytest.mark.skipif(bool(_PROBLEM), reason=f"the emulated xArm controllers need port 502: {_PROBLEM}")
@@ -66,16 +67,6 @@ def cell():
 
 def driver(graph, name: str):
     return next(d for d in graph.drivers if d.get_name() == name)
-
-
-def wait_for(predicate, timeout: float, what: str):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(0.01)
-    raise AssertionError(f"timed out after {timeout} s waiting for {what}")
 
 
 def diagnostic(op, node: str, timeout: float = 3.0, where=lambda s: True):

@@ -34,7 +34,6 @@ from handover.runtime.plausibility import (  # noqa: E402
     STAMP_FUTURE,
     STAMP_PAST,
 )
-from handover.runtime.policy_networks import PolicyNetworks  # noqa: E402
 from handover.runtime.policy_node import PolicyNode  # noqa: E402
 from handover.runtime.ros_interface import (  # noqa: E402
     GROUPS,
@@ -48,6 +47,7 @@ from handover.runtime.ros_interface import (  # noqa: E402
     qos_sensor,
 )
 from handover.runtime.safety_node import SafetyNode  # noqa: E402
+from support import Spinners, wait_for  # noqa: E402
 
 CFG = load_cell_config()
 PL = CFG.plausibility
@@ -58,21 +58,6 @@ RESET = np.clip(SPEC.default, SPEC.lower, SPEC.upper).astype(float)
 SLICES = dict(zip(KEYS, (slice(0, 6), slice(6, 22), slice(22, 28), slice(28, 44))))  # contract order
 HOUR = 3600.0
 OBJ = TOPICS.object_position
-
-
-@pytest.fixture(scope="module")
-def networks():
-    return PolicyNetworks.load(CFG.models.bundle, warmup=5)
-
-
-def wait_for(predicate, timeout: float, what: str, poll: float = 0.01):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(poll)
-    raise AssertionError(f"timed out after {timeout} s waiting for {what}")
 
 
 class _Graph:
@@ -93,9 +78,8 @@ class _Graph:
         self.diagnostics: list[dict] = []  # the policy's status values, as dicts, in order
         self.goals: list[tuple] = []
         self.ends: list[dict] = []
-        self._stopping = threading.Event()
-        self._threads: list[threading.Thread] = []
-        self.executors = [SingleThreadedExecutor(context=context), MultiThreadedExecutor(num_threads=2, context=context)]
+        self.spinners = Spinners()
+        executors = [SingleThreadedExecutor(context=context), MultiThreadedExecutor(num_threads=2, context=context)]
 
         self.safety = SafetyNode(CFG, context=context)
         self.feeder = Node("test_feeder", context=context)
@@ -109,21 +93,14 @@ class _Graph:
         self.reset_client = self.probe.create_client(Trigger, TOPICS.estop_reset)
         self.estop_pub = self.probe.create_publisher(Bool, TOPICS.estop, qos_latched())
         for n in (self.safety, self.feeder, self.probe):
-            self.executors[0].add_node(n)
+            executors[0].add_node(n)
         self.policy = PolicyNode(CFG, networks, context=context, **policy_kw)
-        self.executors[1].add_node(self.policy)
-        for ex in self.executors:
-            self._thread(lambda ex=ex: ex.spin_once(timeout_sec=0.05))
-        self._thread(self._feed_once)
+        executors[1].add_node(self.policy)
+        self.spinners.nodes += [self.policy, self.safety, self.feeder, self.probe]
+        self.spinners.spin(executors[0], "cell")
+        self.spinners.spin(executors[1], "policy")
+        self.spinners.loop(self._feed_once, "feeder")
         self.policy.start_loop()
-
-    def _thread(self, body) -> None:
-        def run():
-            while not self._stopping.is_set():
-                body()
-
-        self._threads.append(threading.Thread(target=run, daemon=True))
-        self._threads[-1].start()
 
     def _feed_once(self) -> None:
         with self.lock:
@@ -179,14 +156,7 @@ class _Graph:
 
     def close(self) -> None:
         self.policy.stop_loop()
-        self._stopping.set()
-        for t in self._threads:
-            t.join(2.0)
-        time.sleep(0.05)
-        for ex in self.executors:
-            ex.shutdown(timeout_sec=2.0)
-        for n in (self.policy, self.safety, self.feeder, self.probe):
-            n.destroy_node()
+        self.spinners.close()
 
 
 @pytest.fixture

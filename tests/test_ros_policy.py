@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import json
 import shutil
-import sys
 import threading
 import time
 
@@ -49,6 +48,7 @@ from handover.runtime.ros_interface import (  # noqa: E402
 )
 from handover.runtime.safety_node import SafetyNode  # noqa: E402
 from handover.sim_twin.twin_node import TwinNode  # noqa: E402
+from support import Spinners, wait_for  # noqa: E402
 
 CFG = load_cell_config()
 PERIOD = CFG.control_period_s
@@ -56,21 +56,6 @@ KEYS = tuple((s, g) for s in SIDES for g in GROUPS)
 SPEC = ContractSpec.from_config(CFG)
 RESET_TARGETS = np.clip(SPEC.default, SPEC.lower, SPEC.upper).astype(float)
 DEEP = QoSProfile(depth=1000, reliability=ReliabilityPolicy.RELIABLE)  # the probe must not lose a message
-
-
-@pytest.fixture(scope="module")
-def networks():
-    return PolicyNetworks.load(CFG.models.bundle, warmup=5)
-
-
-def wait_for(predicate, timeout: float, what: str, poll: float = 0.005):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(poll)
-    raise AssertionError(f"timed out after {timeout} s waiting for {what}")
 
 
 class _Probe:
@@ -171,28 +156,17 @@ class _Cell:
     def __init__(self, context, real_time: bool = True, speed: float = 1.0):
         self.context = context
         self.params = [] if real_time else [Parameter("use_sim_time", Parameter.Type.BOOL, True)]
-        self.nodes, self.policy = [], None
-        self._stopping = threading.Event()
-        self.shared = SingleThreadedExecutor(context=context)
-        self.executors, self.threads = [], []
-        self._spin(self.shared, "cell")
+        self.policy = None
+        self.spinners = Spinners()
+        self.shared = self.spinners.spin(SingleThreadedExecutor(context=context), "cell")
         self.twin = self.add(TwinNode(CFG, context=context, real_time=real_time, speed=speed, seed=1))
         self.safety = self.add(SafetyNode(CFG, context=context))  # steady clock only: no /clock subscription
         self.probe = _Probe(context)
         self.add(self.probe.node)
 
-    def _spin(self, executor, name: str) -> None:
-        def spin():
-            while not self._stopping.is_set():
-                executor.spin_once(timeout_sec=0.05)
-
-        self.executors.append(executor)
-        self.threads.append(threading.Thread(target=spin, name=f"executor-{name}", daemon=True))
-        self.threads[-1].start()
-
     def add(self, node, executor=None):
         (executor or self.shared).add_node(node)
-        self.nodes.append(node)
+        self.spinners.nodes.append(node)
         return node
 
     def add_drivers(self, groups=KEYS) -> dict:
@@ -214,8 +188,7 @@ class _Cell:
 
     def add_policy(self, networks, release: bool = True, **kw):
         """The policy node; ``release``: then release the safety node's initial latch, as the operator does."""
-        executor = MultiThreadedExecutor(num_threads=2, context=self.context)
-        self._spin(executor, "policy")
+        executor = self.spinners.spin(MultiThreadedExecutor(num_threads=2, context=self.context), "policy")
         self.policy = self.add(PolicyNode(CFG, networks, context=self.context, parameter_overrides=self.params, **kw),
                                executor)
         self.policy.start_loop()
@@ -227,23 +200,12 @@ class _Cell:
         if self.policy is not None:
             self.policy.stop_loop()
         self.twin.stop()
-        # Stop spinning first, then shut the executors down, then destroy the nodes: rclpy 7's
-        # Executor.shutdown destroys its guard condition without waiting for a spinning thread or
-        # for callbacks already handed to a thread pool.
-        self._stopping.set()
-        for thread in self.threads:
-            thread.join(2.0)
-        time.sleep(0.05)
-        for executor in self.executors:
-            executor.shutdown(timeout_sec=2.0)
-        for node in self.nodes:
-            node.destroy_node()
+        self.spinners.close()
 
 
 @pytest.fixture
-def cell_factory(ros_context):
-    cells, interval = [], sys.getswitchinterval()
-    sys.setswitchinterval(0.001)  # see _Cell
+def cell_factory(ros_context, fast_gil_switch):
+    cells = []
 
     def make(**kw):
         cells.append(_Cell(ros_context, **kw))
@@ -252,7 +214,6 @@ def cell_factory(ros_context):
     yield make
     for c in cells:
         c.close()
-    sys.setswitchinterval(interval)
 
 
 def twin_at_rest(twin_node, interval_s: float, tol_rad: float) -> bool:
@@ -496,7 +457,7 @@ def test_a_nan_emitting_actor_aborts_the_episode_and_never_publishes_nan(cell_fa
     time.sleep(0.3)
     assert cell.probe.commands44()[0].size == n and not cell.probe.done, "commands after the abort"
     assert not cell.probe.goals, "no policy step completed, no predicted goal"
-    assert all(d.commands_rejected == 0 for d in cell.nodes if isinstance(d, JointGroupNode)), \
+    assert all(d.commands_rejected == 0 for d in cell.spinners.nodes if isinstance(d, JointGroupNode)), \
         "the drivers had to refuse a command"
 
 

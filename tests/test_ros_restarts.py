@@ -12,7 +12,6 @@ Units: rad, s.
 from __future__ import annotations
 
 import json
-import sys
 import threading
 import time
 
@@ -29,11 +28,11 @@ from std_srvs.srv import Trigger  # noqa: E402
 from handover.drivers.joint_group_node import JointGroupNode  # noqa: E402
 from handover.drivers.object_tracker_node import ObjectTrackerNode  # noqa: E402
 from handover.runtime.cell_config import load_cell_config  # noqa: E402
-from handover.runtime.policy_networks import PolicyNetworks  # noqa: E402
 from handover.runtime.policy_node import PolicyNode  # noqa: E402
 from handover.runtime.ros_interface import GROUPS, SIDES, Topics, qos_events, qos_latched  # noqa: E402
 from handover.runtime.safety_node import SafetyNode  # noqa: E402
 from handover.sim_twin.twin_node import TwinNode  # noqa: E402
+from support import Spinners, wait_for  # noqa: E402
 
 CFG = load_cell_config()
 TOPICS = Topics.from_config(CFG)
@@ -43,29 +42,12 @@ RELAXED_STALE = 30  # control periods (as in test_ros_policy: a shared 2-core ma
 RELAXED_LOST_S = 1.5  # s: these tests are not about a lost cell; a loaded 2-core machine stalls a feeder 0.3 s
 
 
-def wait_for(predicate, timeout: float, what: str, poll: float = 0.005):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(poll)
-    raise AssertionError(f"timed out after {timeout} s waiting for {what}")
-
-
-@pytest.fixture(scope="module")
-def networks():
-    return PolicyNetworks.load(CFG.models.bundle, warmup=5)
-
-
 class Cell:
     def __init__(self, context, networks, **policy_kw):
         self.context = context
-        self._stopping = threading.Event()
-        self.threads, self.executors, self.nodes = [], [], []
-        self.shared = SingleThreadedExecutor(context=context)
+        self.spinners = Spinners()
         self._shared_lock = threading.Lock()  # held around each spin_once of the shared executor
-        self._spin(self.shared, self._shared_lock)
+        self.shared = self.spinners.spin(SingleThreadedExecutor(context=context), "cell", self._shared_lock)
         self.twin = self.add(TwinNode(CFG, context=context, real_time=True, seed=1))
         self.safety = self.add(SafetyNode(CFG, context=context))
         self.drivers = self.new_drivers()
@@ -79,28 +61,15 @@ class Cell:
         self.start_client = self.probe.create_client(Trigger, TOPICS.start)
         self.reset_client = self.probe.create_client(Trigger, TOPICS.estop_reset)
         self.twin.start()
-        policy_executor = MultiThreadedExecutor(num_threads=2, context=context)
-        self._spin(policy_executor)
+        policy_executor = self.spinners.spin(MultiThreadedExecutor(num_threads=2, context=context), "policy")
         self.policy = PolicyNode(CFG, networks, context=context, **policy_kw)
         policy_executor.add_node(self.policy)
-        self.nodes.append(self.policy)
+        self.spinners.nodes.append(self.policy)
         self.policy.start_loop()
-
-    def _spin(self, executor, lock=None):
-        lock = lock or threading.Lock()
-
-        def spin():
-            while not self._stopping.is_set():
-                with lock:
-                    executor.spin_once(timeout_sec=0.05)
-                time.sleep(0)  # let remove() take the lock
-        self.executors.append(executor)
-        self.threads.append(threading.Thread(target=spin, daemon=True))
-        self.threads[-1].start()
 
     def add(self, node):
         self.shared.add_node(node)
-        self.nodes.append(node)
+        self.spinners.nodes.append(node)
         return node
 
     def remove(self, node) -> None:
@@ -108,7 +77,7 @@ class Cell:
         shared executor: rclpy 7 must not destroy what a spinning executor waits on)."""
         with self._shared_lock:
             self.shared.remove_node(node)
-            self.nodes.remove(node)
+            self.spinners.nodes.remove(node)
             node.destroy_node()
 
     def new_drivers(self) -> dict:
@@ -137,20 +106,12 @@ class Cell:
     def close(self) -> None:
         self.policy.stop_loop()
         self.twin.stop()
-        self._stopping.set()
-        for t in self.threads:
-            t.join(2.0)
-        time.sleep(0.05)
-        for e in self.executors:
-            e.shutdown(timeout_sec=2.0)
-        for n in self.nodes:
-            n.destroy_node()
+        self.spinners.close()
 
 
 @pytest.fixture
-def cell_factory(ros_context):
-    cells, interval = [], sys.getswitchinterval()
-    sys.setswitchinterval(0.001)
+def cell_factory(ros_context, fast_gil_switch):
+    cells = []
 
     def make(networks, **kw):
         cells.append(Cell(ros_context, networks, **kw))
@@ -159,7 +120,6 @@ def cell_factory(ros_context):
     yield make
     for c in cells:
         c.close()
-    sys.setswitchinterval(interval)
 
 
 def max_motion(cell: Cell, q0: np.ndarray, until, timeout: float) -> float:

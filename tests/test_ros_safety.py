@@ -10,10 +10,11 @@ Devices are mirrors (drivers/mirror.py) that record every target they are sent. 
 
 from __future__ import annotations
 
+import functools
 import os
 import threading
 import time
-from typing import Callable, Optional
+from typing import Optional
 
 import numpy as np
 import pytest
@@ -181,6 +182,8 @@ from handover.runtime.ros_interface import (  # noqa: E402
     stamp_to_s,
 )
 from handover.runtime.safety_node import SafetyNode  # noqa: E402
+import support  # noqa: E402
+from support import Spinners  # noqa: E402
 
 CFG = load_cell_config()
 TOPICS = Topics.from_config(CFG)
@@ -203,12 +206,7 @@ class RecordingMirror(MirrorJointGroup):
         super()._on_command(targets, now)
 
 
-def wait_for(pred: Callable[[], bool], what: str, timeout: float = TIMEOUT_S, poll: float = 0.001) -> None:
-    end = time.monotonic() + timeout
-    while not pred():
-        if time.monotonic() > end:
-            raise AssertionError(f"timed out after {timeout} s waiting for {what}")
-        time.sleep(poll)
+wait_for = functools.partial(support.wait_for, timeout=TIMEOUT_S, poll=0.001)
 
 
 class Probe(Node):
@@ -265,7 +263,7 @@ class Probe(Node):
 
     def reset(self) -> Trigger.Response:
         future = self.reset_client.call_async(Trigger.Request())
-        wait_for(future.done, "the reset service's answer")
+        wait_for(future.done, what="the reset service's answer")
         return future.result()
 
     def record(self, msg_type, topic: str, into: list, qos) -> None:
@@ -275,51 +273,31 @@ class Probe(Node):
         self.create_subscription(msg_type, topic, callback, qos)
 
 
-class Spinning:
+def spin_each(context, nodes: list) -> Spinners:
     """Each node in its own single-threaded executor and thread (the stop's callback waits at most
-    behind that node's own short callbacks); :meth:`close` shuts everything down.
+    behind that node's own short callbacks); :meth:`~support.Spinners.close` shuts everything down.
 
     Why not one ``MultiThreadedExecutor`` for all: with another process loading this 2-core machine,
     rclpy 7.1's multi-threaded executor let the stop wait 20-190 ms (p90 22-64 ms over 40 stops),
-    one single-threaded executor per node stayed below 8 ms in the same conditions. The spin loop is
-    ours (``spin_once`` until told to stop) and ends before ``executor.shutdown()``, which does not
-    wait for callbacks in flight."""
-
-    def __init__(self, context, nodes: list):
-        self.nodes = nodes
-        self.executors = []
-        self.threads = []
-        self._stop = threading.Event()
-        for node in nodes:
-            executor = SingleThreadedExecutor(context=context)
-            executor.add_node(node)
-            self.executors.append(executor)
-            self.threads.append(threading.Thread(target=self._spin, args=(executor,), daemon=True,
-                                                 name=f"executor-{node.get_name()}"))
-            self.threads[-1].start()
-
-    def _spin(self, executor) -> None:
-        while not self._stop.is_set() and executor.context.ok():
-            executor.spin_once(timeout_sec=0.05)
-
-    def close(self) -> None:
-        self._stop.set()
-        for thread in self.threads:
-            thread.join(2.0)
-        for executor in self.executors:
-            executor.shutdown(timeout_sec=2.0)
-        for node in self.nodes:
-            node.destroy_node()
+    one single-threaded executor per node stayed below 8 ms in the same conditions. The spin loops and
+    the shutdown are :class:`support.Spinners`'."""
+    spinners = Spinners()
+    spinners.nodes += nodes
+    for node in nodes:
+        executor = SingleThreadedExecutor(context=context)
+        executor.add_node(node)
+        spinners.spin(executor, node.get_name())
+    return spinners
 
 
 @pytest.fixture
 def spin(ros_context):
     """``spin(*nodes)`` starts them with a probe (returned); all are shut down after the test."""
-    started: list[Spinning] = []
+    started: list[Spinners] = []
 
     def start(*nodes) -> Probe:
         probe = Probe(ros_context)
-        started.append(Spinning(ros_context, [*nodes, probe]))
+        started.append(spin_each(ros_context, [*nodes, probe]))
         return probe
 
     yield start
@@ -330,11 +308,11 @@ def spin(ros_context):
 def wait_connected(probe: Probe, drivers: list, safety: bool) -> None:
     """Discovery done: estop, start and command subscribers matched, the reset service up."""
     wait_for(lambda: probe.estop_pub.get_subscription_count() >= len(drivers) + int(safety),
-             "the estop subscribers", timeout=5.0)
-    wait_for(lambda: probe.start_pub.get_subscription_count() >= len(drivers), "the start subscribers", timeout=5.0)
+             what="the estop subscribers", timeout=5.0)
+    wait_for(lambda: probe.start_pub.get_subscription_count() >= len(drivers), what="the start subscribers", timeout=5.0)
     for d in drivers:
         wait_for(lambda: probe.command_pubs[(d.side, d.group)].get_subscription_count() >= 1,
-                 f"{d.command_topic}'s subscriber", timeout=5.0)
+                 what=f"{d.command_topic}'s subscriber", timeout=5.0)
     if safety:
         assert probe.reset_client.wait_for_service(timeout_sec=5.0), "the reset service did not appear"
 
@@ -342,15 +320,15 @@ def wait_connected(probe: Probe, drivers: list, safety: bool) -> None:
 def release(probe: Probe, safety, drivers: list) -> None:
     """The operator's release: estop false, then the reset service; waits for the drivers."""
     probe.estop(False)
-    wait_for(lambda: not safety.latch.last_estop, "the safety node to see false")
+    wait_for(lambda: not safety.latch.last_estop, what="the safety node to see false")
     answer = probe.reset()
     assert answer.success, answer.message
-    wait_for(lambda: not safety.latch.latched and all(not d.stopped for d in drivers), "the release")
+    wait_for(lambda: not safety.latch.latched and all(not d.stopped for d in drivers), what="the release")
 
 
 def start_and_wait_armed(probe: Probe, drivers: list) -> str:
     token = probe.start_episode()
-    wait_for(lambda: all(d.arming.armed == token for d in drivers), f"the drivers armed for {token}")
+    wait_for(lambda: all(d.arming.armed == token for d in drivers), what=f"the drivers armed for {token}")
     return token
 
 
@@ -370,33 +348,33 @@ def test_latch_rules_over_dds(ros_context, spin):
     probe = spin(safety, *drivers)
     wait_connected(probe, drivers, safety=True)
     # the safety node starts latched: the drivers are stopped by its first message
-    wait_for(lambda: all(d.state is NodeState.ESTOPPED for d in drivers), "the drivers stopped by the initial latch")
+    wait_for(lambda: all(d.state is NodeState.ESTOPPED for d in drivers), what="the drivers stopped by the initial latch")
     assert safety.latch.latched and safety.state is NodeState.ESTOPPED
     release(probe, safety, drivers)
     assert [d.state for d in drivers] == [NodeState.HOLDING] * 2, "after the release, before a start: holding"
     for name in ("thrower_arm_driver", "catcher_hand_driver", "safety"):  # the 1 Hz diagnostics
         wait_for(lambda: probe.last_diag(name) is not None and probe.last_diag(name)[0] in ("holding", "running"),
-                 f"{name}'s diagnostics after the release", timeout=2.5)
+                 what=f"{name}'s diagnostics after the release", timeout=2.5)
     mark = {n: len(probe.states_of(n, skip_stale=True)) for n in ("thrower_arm_driver", "catcher_hand_driver", "safety")}
 
     # a command before any episode started: ignored, nothing moves
     sent0 = len(arm.sent)
     probe.command("thrower", "arm", moved(CFG.thrower.arm, 0.05))
-    wait_for(lambda: drivers[0].arming.commands_ignored == 1, "the command without a start to be ignored")
+    wait_for(lambda: drivers[0].arming.commands_ignored == 1, what="the command without a start to be ignored")
     assert len(arm.sent) == sent0 and drivers[0].commands_applied == 0
 
     # running, once the episode is started
     start_and_wait_armed(probe, drivers)
     target = moved(CFG.thrower.arm, 0.05)
     probe.command("thrower", "arm", target)
-    wait_for(lambda: drivers[0].commands_applied == 1, "the first command")
+    wait_for(lambda: drivers[0].commands_applied == 1, what="the first command")
     assert drivers[0].state is NodeState.RUNNING
     np.testing.assert_allclose(arm.sent[-1], target)
 
     # stop: both drivers hold where they are
     sent_before = (len(arm.sent), len(hand.sent))
     probe.estop(True)
-    wait_for(lambda: all(d.state is NodeState.ESTOPPED for d in drivers), "both drivers estopped")
+    wait_for(lambda: all(d.state is NodeState.ESTOPPED for d in drivers), what="both drivers estopped")
     assert (len(arm.sent), len(hand.sent)) == (sent_before[0] + 1, sent_before[1] + 1), "one hold each"
     np.testing.assert_allclose(arm.sent[-1], target)  # the measured position (the mirror has no lag)
     np.testing.assert_allclose(hand.sent[-1], CFG.catcher.hand.default)  # as measured, even outside the limits
@@ -404,34 +382,34 @@ def test_latch_rules_over_dds(ros_context, spin):
     # commands while stopped are ignored: targets unchanged
     held = len(arm.sent)
     probe.command("thrower", "arm", moved(CFG.thrower.arm, -0.05))
-    wait_for(lambda: drivers[0].commands_ignored == 1, "the ignored command")
+    wait_for(lambda: drivers[0].commands_ignored == 1, what="the ignored command")
     assert len(arm.sent) == held and drivers[0].state is NodeState.ESTOPPED
 
     # reset while the estop is still true: refused with the reason
-    wait_for(lambda: safety.latch.latched, "the safety node to latch")
+    wait_for(lambda: safety.latch.latched, what="the safety node to latch")
     answer = probe.reset()
     assert not answer.success and "refused" in answer.message and "true" in answer.message
     assert safety.latch.latched and all(d.stopped for d in drivers)
 
     # false, then reset: accepted, drivers hold until the next start and its commands
     probe.estop(False)
-    wait_for(lambda: not safety.latch.last_estop, "the safety node to see false")
+    wait_for(lambda: not safety.latch.last_estop, what="the safety node to see false")
     assert all(d.state is NodeState.ESTOPPED for d in drivers), "false alone releases nothing"
     answer = probe.reset()
     assert answer.success, answer.message
-    wait_for(lambda: all(d.state is NodeState.HOLDING for d in drivers), "both drivers holding after the reset")
+    wait_for(lambda: all(d.state is NodeState.HOLDING for d in drivers), what="both drivers holding after the reset")
     assert len(arm.sent) == held, "the release moves nothing"
     assert all(d.arming.armed is None for d in drivers), "the stop disarmed the episode"
 
     ignored = drivers[0].arming.commands_ignored
     probe.command("thrower", "arm", moved(CFG.thrower.arm, 0.02))  # the old episode's token: ignored
-    wait_for(lambda: drivers[0].arming.commands_ignored == ignored + 1, "the old episode's command to be ignored")
+    wait_for(lambda: drivers[0].arming.commands_ignored == ignored + 1, what="the old episode's command to be ignored")
     assert len(arm.sent) == held and drivers[0].commands_applied == 1
 
     start_and_wait_armed(probe, drivers)
     target = moved(CFG.thrower.arm, 0.02)
     probe.command("thrower", "arm", target)
-    wait_for(lambda: drivers[0].commands_applied == 2, "the command of the new episode")
+    wait_for(lambda: drivers[0].commands_applied == 2, what="the command of the new episode")
     assert drivers[0].state is NodeState.RUNNING
     np.testing.assert_allclose(arm.sent[-1], target)
 
@@ -441,7 +419,7 @@ def test_latch_rules_over_dds(ros_context, spin):
              "safety": ["running", "estopped", "running"]}
     # (a driver following no new command holds after 3 periods, "stale": not part of this story)
     wait_for(lambda: all(probe.states_of(n, skip_stale=True)[-1:] == states[-1:] for n, states in story.items()),
-             "the last diagnostics")
+             what="the last diagnostics")
 
     def since_mark(n):
         states = probe.states_of(n, skip_stale=True)[mark[n] - 1:]
@@ -484,15 +462,15 @@ def test_stop_latency_below_one_control_period(ros_context, spin):
         n, latched = len(driver.stop_events), safety.latch.stops
         t0 = time.perf_counter()
         probe.estop(True)
-        wait_for(lambda: len(driver.stop_events) == n + 1, f"stop {n + 1}")
+        wait_for(lambda: len(driver.stop_events) == n + 1, what=f"stop {n + 1}")
         latency = driver.stop_events[-1][1] - t0
         applied = driver.commands_applied
-        wait_for(lambda: safety.latch.stops == latched + 1, "the safety node to latch")
+        wait_for(lambda: safety.latch.stops == latched + 1, what="the safety node to latch")
         probe.estop(False)
-        wait_for(lambda: not safety.latch.last_estop, "the safety node to see false")
+        wait_for(lambda: not safety.latch.last_estop, what="the safety node to see false")
         assert driver.commands_applied == applied, "a command was applied while stopped"
         assert probe.reset().success
-        wait_for(lambda: not driver.stopped, "the release")
+        wait_for(lambda: not driver.stopped, what="the release")
         start_and_wait_armed(probe, [driver])  # the stop disarmed it: a new episode for the next stop
         return latency
 
@@ -500,7 +478,7 @@ def test_stop_latency_below_one_control_period(ros_context, spin):
     streamer.start()
     rounds = []
     try:
-        wait_for(lambda: driver.state is NodeState.RUNNING, "the driver to follow the stream")
+        wait_for(lambda: driver.state is NodeState.RUNNING, what="the driver to follow the stream")
         for _ in range(LATENCY_ROUNDS):
             lat = np.array([one_stop() for _ in range(STOPS_PER_ROUND)])
             rounds.append(lat)
@@ -529,25 +507,25 @@ def test_wrong_joint_names_fault_and_do_not_move(ros_context, spin):
 
     wrong = list(joint_names(CFG, "thrower", "arm"))  # the other arm's names
     probe.command("catcher", "arm", moved(CFG.catcher.arm, 0.1), names=wrong)
-    wait_for(lambda: driver.state is NodeState.FAULT, "the fault")
+    wait_for(lambda: driver.state is NodeState.FAULT, what="the fault")
     assert len(device.sent) == 1 and driver.commands_rejected == 1
     assert TOPICS.joint_commands[("catcher", "arm")] in driver.detail and "thrower/joint1" in driver.detail
     wait_for(lambda: probe.last_diag("catcher_arm_driver") is not None
-             and probe.last_diag("catcher_arm_driver")[0] == "fault", "fault in the diagnostics")
+             and probe.last_diag("catcher_arm_driver")[0] == "fault", what="fault in the diagnostics")
     state, message = probe.last_diag("catcher_arm_driver")
     assert message.startswith("fault: ") and "missing" in message
 
     # a good command clears it
     target = moved(CFG.catcher.arm, 0.1)
     probe.command("catcher", "arm", target)
-    wait_for(lambda: driver.state is NodeState.RUNNING, "the recovery")
+    wait_for(lambda: driver.state is NodeState.RUNNING, what="the recovery")
     np.testing.assert_allclose(device.sent[-1], target)
 
     # a target that is not finite: the same
     bad = target.copy()
     bad[2] = np.nan
     probe.command("catcher", "arm", bad)
-    wait_for(lambda: driver.state is NodeState.FAULT, "the fault on a NaN target")
+    wait_for(lambda: driver.state is NodeState.FAULT, what="the fault on a NaN target")
     assert "catcher/joint3" in driver.detail and "not finite" in driver.detail
     # the refused command moved nothing: the gate held the measured position (one hold, sent either
     # for the refusal or, had the stream gone stale first, for that; the other then had nothing to do)
@@ -563,10 +541,10 @@ def test_device_fault_is_reported_not_raised(ros_context, spin):
     wait_connected(probe, [driver], safety=False)
     sent0 = len(device.sent)  # (the hold at start-up)
     device.fail_next()  # the next read (the state timer's) fails like a lost cable
-    wait_for(lambda: driver.state is NodeState.FAULT, "the device fault")
+    wait_for(lambda: driver.state is NodeState.FAULT, what="the device fault")
     assert "injected I/O failure" in driver.detail
     probe.estop(True)  # a stop on a faulted device cannot hold: it stays a fault, and nothing crashes
-    wait_for(lambda: driver.stopped, "the stop")
+    wait_for(lambda: driver.stopped, what="the stop")
     assert driver.state is NodeState.FAULT and len(device.sent) == sent0
 
 
@@ -595,7 +573,7 @@ def test_driver_honours_use_sim_time(ros_context, spin):
     probe = spin(driver)
     clock_pub = probe.create_publisher(ClockMsg, "/clock", 10)
     probe.record(JointStateMsg, TOPICS.joint_states[("thrower", "arm")], probe.joint_states, qos_sensor())
-    wait_for(lambda: clock_pub.get_subscription_count() >= 1, "the driver's /clock subscriber", timeout=5.0)
+    wait_for(lambda: clock_pub.get_subscription_count() >= 1, what="the driver's /clock subscriber", timeout=5.0)
     t = 500.0
     end = time.monotonic() + TIMEOUT_S
     while len(probe.joint_states) < 5 and time.monotonic() < end:
@@ -619,7 +597,7 @@ def test_tracker_publishes_new_valid_observations_with_capture_stamps(ros_contex
     assert node.period_s == pytest.approx(1.0 / CFG.twin.tracker.rate_hz)
     probe = spin(node)
     probe.record(PointStamped, TOPICS.object_position, probe.points, qos_sensor())
-    wait_for(lambda: len(probe.points) >= 20 and node.invalid_frames > 0, "tracked points and a hidden stretch")
+    wait_for(lambda: len(probe.points) >= 20 and node.invalid_frames > 0, what="tracked points and a hidden stretch")
     points = list(probe.points)
     assert all(p.header.frame_id == "world" for p in points)
     stamps = np.array([stamp_to_s(p.header.stamp) for p in points])
@@ -627,11 +605,11 @@ def test_tracker_publishes_new_valid_observations_with_capture_stamps(ros_contex
     np.testing.assert_allclose(stamps, xs, rtol=0, atol=1e-6)  # stamped with the capture time
     assert (np.diff(stamps) > 0).all(), "each observation once"
     assert all(int(x * 10) % 2 == 0 for x in xs), "no point from a frame without the object"
-    wait_for(lambda: probe.last_diag("object_tracker") is not None, "the tracker's diagnostics", timeout=2.5)
+    wait_for(lambda: probe.last_diag("object_tracker") is not None, what="the tracker's diagnostics", timeout=2.5)
     assert probe.last_diag("object_tracker")[0] == "running" and node.state is NodeState.RUNNING
 
     device.fail_next()  # a lost camera: reported, not raised
-    wait_for(lambda: probe.last_diag("object_tracker")[0] == "fault", "the tracker's fault in the diagnostics")
+    wait_for(lambda: probe.last_diag("object_tracker")[0] == "fault", what="the tracker's fault in the diagnostics")
     assert "injected I/O failure" in node.detail
 
 
@@ -643,7 +621,7 @@ def test_tracker_moves_capture_times_from_a_device_clock_to_the_node_clock(ros_c
     node = ObjectTrackerNode(device, CFG, context=ros_context, device_clock=lambda: time.monotonic() - t_start)
     probe = spin(node)
     probe.record(PointStamped, TOPICS.object_position, probe.points, qos_sensor())
-    wait_for(lambda: len(probe.points) >= 10, "tracked points")
+    wait_for(lambda: len(probe.points) >= 10, what="tracked points")
     points = list(probe.points)
     offsets = np.array([stamp_to_s(p.header.stamp) - p.point.x for p in points])  # node clock - device clock
     assert np.ptp(offsets) < 0.005, f"capture ages were not kept: offsets {offsets}"
@@ -660,48 +638,48 @@ def test_a_rogue_false_on_the_latch_topic_releases_nothing_and_a_rogue_true_stop
     probe = spin(safety, driver)
     rogue = Node("rogue", context=ros_context)  # any node on the domain: a tool, a test, a bug
     rogue_pub = rogue.create_publisher(Bool, TOPICS.safety_latched, qos_latched())
-    rogue_spin = Spinning(ros_context, [rogue])
+    rogue_spin = spin_each(ros_context, [rogue])
     try:
         wait_connected(probe, [driver], safety=True)
-        wait_for(lambda: driver.stopped, "the initial latch")
-        wait_for(lambda: rogue_pub.get_subscription_count() >= 1, "the driver subscribing to the rogue", timeout=5.0)
+        wait_for(lambda: driver.stopped, what="the initial latch")
+        wait_for(lambda: rogue_pub.get_subscription_count() >= 1, what="the driver subscribing to the rogue", timeout=5.0)
         wait_for(lambda: any(i.node_name == "rogue" for i in driver.get_publishers_info_by_topic(TOPICS.safety_latched)),
-                 "the rogue on the driver's graph", timeout=5.0)
+                 what="the rogue on the driver's graph", timeout=5.0)
 
         rogue_pub.publish(Bool(data=False))
-        wait_for(lambda: driver.stop_listener.rules.releases_refused >= 1, "the rogue's release to be refused")
+        wait_for(lambda: driver.stop_listener.rules.releases_refused >= 1, what="the rogue's release to be refused")
         assert driver.stopped and driver.state is NodeState.ESTOPPED
         assert "/rogue" in driver.stop_listener.rules.last_refusal
         probe.start_episode()
         probe.command("thrower", "arm", moved(CFG.thrower.arm, 0.05))
         time.sleep(0.3)
         assert driver.commands_applied == 0 and driver.arming.armed is None, "stopped: no start arms it, nothing moves"
-        wait_for(lambda: "/rogue" in (probe.last_diag("safety") or ("", ""))[1], "the safety node naming the rogue",
+        wait_for(lambda: "/rogue" in (probe.last_diag("safety") or ("", ""))[1], what="the safety node naming the rogue",
                  timeout=2.5)
-        wait_for(lambda: "latch_releases_refused" in str(driver.stop_listener.values()), "the refusal counted")
+        wait_for(lambda: "latch_releases_refused" in str(driver.stop_listener.values()), what="the refusal counted")
 
         # while the rogue is on the topic even the operator's reset releases nothing: kill it first
         refused = driver.stop_listener.rules.releases_refused
         probe.estop(False)
-        wait_for(lambda: not safety.latch.last_estop, "the safety node to see false")
+        wait_for(lambda: not safety.latch.last_estop, what="the safety node to see false")
         assert probe.reset().success and not safety.latch.latched
-        wait_for(lambda: driver.stop_listener.rules.releases_refused > refused, "the release refused while the rogue is there")
+        wait_for(lambda: driver.stop_listener.rules.releases_refused > refused, what="the release refused while the rogue is there")
         assert driver.stopped
         rogue_spin.close()  # destroys the rogue node and its publisher
         wait_for(lambda: not any(i.node_name == "rogue"
                                  for i in driver.get_publishers_info_by_topic(TOPICS.safety_latched)),
-                 "the rogue gone from the graph", timeout=5.0)
+                 what="the rogue gone from the graph", timeout=5.0)
         assert driver.stopped, "the rogue leaving releases nothing either"
         assert probe.reset().success  # the safety node publishes the released state again
-        wait_for(lambda: not driver.stopped, "the release by the safety node")
+        wait_for(lambda: not driver.stopped, what="the release by the safety node")
         assert driver.stop_listener.rules.releases >= 1
 
         # a true from anyone stops; only a reset releases again
         rogue2 = Node("rogue2", context=ros_context)
         pub2 = rogue2.create_publisher(Bool, TOPICS.safety_latched, qos_latched())
-        rogue_spin = Spinning(ros_context, [rogue2])
+        rogue_spin = spin_each(ros_context, [rogue2])
         pub2.publish(Bool(data=True))
-        wait_for(lambda: driver.stopped, "the stop by another node's true")
+        wait_for(lambda: driver.stopped, what="the stop by another node's true")
     finally:
         rogue_spin.close()
 
@@ -711,21 +689,21 @@ def test_a_restarted_safety_node_starts_latched_and_releases_nothing(ros_context
     driver = JointGroupNode(hand, CFG, "catcher", "hand", context=ros_context)
     probe = spin(driver)
     first = SafetyNode(CFG, context=ros_context)
-    first_spin = Spinning(ros_context, [first])
+    first_spin = spin_each(ros_context, [first])
     wait_connected(probe, [driver], safety=True)
-    wait_for(lambda: driver.stopped, "the initial latch")
+    wait_for(lambda: driver.stopped, what="the initial latch")
     release(probe, first, [driver])
     start_and_wait_armed(probe, [driver])
     probe.command("catcher", "hand", moved(CFG.catcher.hand, 0.05))
-    wait_for(lambda: driver.commands_applied == 1, "the command")
+    wait_for(lambda: driver.commands_applied == 1, what="the command")
 
     # a stop, then the safety node dies and comes back: the stop holds
     probe.estop(True)
-    wait_for(lambda: driver.stopped and first.latch.latched, "the stop")
+    wait_for(lambda: driver.stopped and first.latch.latched, what="the stop")
     first_spin.close()
     probe.estop(False)  # the operator lets go of the button while the safety node is away
     second = SafetyNode(CFG, context=ros_context)
-    second_spin = Spinning(ros_context, [second])
+    second_spin = spin_each(ros_context, [second])
     try:
         assert second.latch.latched
         assert probe.reset_client.wait_for_service(timeout_sec=5.0)
@@ -733,12 +711,12 @@ def test_a_restarted_safety_node_starts_latched_and_releases_nothing(ros_context
         assert driver.stopped and driver.state is NodeState.ESTOPPED, "a restart released the stop"
         n = driver.commands_applied
         probe.command("catcher", "hand", moved(CFG.catcher.hand, 0.1))
-        wait_for(lambda: driver.commands_ignored >= 1, "the command while stopped")
+        wait_for(lambda: driver.commands_ignored >= 1, what="the command while stopped")
         assert driver.commands_applied == n
         # the restarted node was released by nobody but the reset
-        wait_for(lambda: not second.latch.last_estop, "the new safety node to see false")
+        wait_for(lambda: not second.latch.last_estop, what="the new safety node to see false")
         assert probe.reset().success
-        wait_for(lambda: not driver.stopped, "the release by the reset")
+        wait_for(lambda: not driver.stopped, what="the release by the reset")
         assert driver.arming.armed is None and driver.state is NodeState.HOLDING, "released: holds until a start"
     finally:
         second_spin.close()

@@ -25,6 +25,7 @@ from handover.drivers.xarm.emulator import XArmEmulator  # noqa: E402
 from handover.drivers.xarm.joint_backends import RateLimitedJoints  # noqa: E402
 from handover.drivers.xarm.testing import loopback_address, port_502_problem  # noqa: E402
 from handover.runtime.cell_config import ConfigError, load_cell_config  # noqa: E402
+from support import wait_for  # noqa: E402
 
 CFG = load_cell_config()
 ARM = CFG.thrower.arm
@@ -67,16 +68,6 @@ def cell():
 def advance(dt: float) -> float:
     time.sleep(dt)
     return time.monotonic()
-
-
-def wait_for(predicate, timeout: float = 2.0, what: str = "condition"):
-    expires = time.monotonic() + timeout
-    while time.monotonic() < expires:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(0.005)
-    raise AssertionError(f"timed out after {timeout} s waiting for {what}")
 
 
 def wait_for_fault(dev: XArmJointGroup, timeout: float = 2.0) -> DeviceFault:

@@ -22,20 +22,12 @@ from handover.drivers.xarm.emulator import XArmEmulator  # noqa: E402
 from handover.drivers.xarm.joint_backends import LockedBackend, RateLimitedJoints, RealTimeStepper  # noqa: E402
 from handover.drivers.xarm.testing import loopback_address, port_502_problem  # noqa: E402
 from handover.runtime.cell_config import load_cell_config  # noqa: E402
+from support import wait_for  # noqa: E402
 
 CFG = load_cell_config()
 HOME = np.array(CFG.thrower.arm.default)
 _PROBLEM = port_502_problem()
 pytestmark = pytest.mark.skipif(bool(_PROBLEM), reason=_PROBLEM)
-
-
-def wait_for(predicate, timeout: float = 2.0, what: str = "condition"):
-    expires = time.monotonic() + timeout
-    while time.monotonic() < expires:
-        if predicate():
-            return
-        time.sleep(0.01)
-    raise AssertionError(f"timed out after {timeout} s waiting for {what}")
 
 
 @pytest.fixture

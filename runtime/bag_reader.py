@@ -9,6 +9,7 @@ seconds of log time, bytes).
 
 from __future__ import annotations
 
+import io
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -82,10 +83,30 @@ def _complete_prefix(f: Path) -> tuple[int, int]:
     return pos, size
 
 
-def read_bag(path, topics=None) -> Bag:
-    """Every message of the bag at ``path`` (folder or .mcap), decoded; only ``topics`` if given."""
-    import io
+class _Prefix(io.RawIOBase):
+    """The first ``size`` bytes of file ``path``, read as a stream (the reader stops at the last whole record)."""
 
+    def __init__(self, path: Path, size: int):
+        self._file, self._left = open(path, "rb"), size
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer) -> int:
+        n = self._file.readinto(memoryview(buffer)[:max(self._left, 0)])
+        self._left -= n
+        return n
+
+    def close(self) -> None:
+        self._file.close()
+        super().close()
+
+
+def read_bag(path, topics=None) -> Bag:
+    """Every message of the bag at ``path`` (folder or .mcap), decoded; only ``topics`` if given.
+    The file is streamed (a bag of camera images may not fit in memory); only the decoded messages
+    of the wanted topics are kept."""
+    from mcap.exceptions import EndOfFile
     from mcap.records import Channel, Footer, Message, Schema
     from mcap.stream_reader import StreamReader
     from mcap_ros2.decoder import DecoderFactory
@@ -96,32 +117,30 @@ def read_bag(path, topics=None) -> Bag:
     schemas, channels, decoders = {}, {}, {}
     factory = DecoderFactory()
     wanted = None if topics is None else set(topics)
-    with open(f, "rb") as s:
-        data = s.read(good)
     problem = "" if good == size else f"the file ends inside a record after {good} of {size} bytes"
-    try:
-        for record in StreamReader(io.BytesIO(data), skip_magic=False, emit_chunks=False, validate_crcs=True).records:
-            if isinstance(record, Schema):
-                schemas[record.id] = record
-            elif isinstance(record, Channel):
-                channels[record.id] = record
-                schema = schemas.get(record.schema_id)
-                bag.types[record.topic] = schema.name if schema is not None else "?"
-            elif isinstance(record, Message):
-                ch = channels[record.channel_id]
-                if wanted is not None and ch.topic not in wanted:
-                    continue
-                dec = decoders.get(ch.id)
-                if dec is None:
-                    dec = decoders[ch.id] = factory.decoder_for(ch.message_encoding, schemas.get(ch.schema_id))
-                bag.messages.append(BagMessage(ch.topic, record.log_time, dec(record.data)))
-            elif isinstance(record, Footer):
-                bag.complete = True
-    except Exception as exc:  # noqa: BLE001 - any failure of the reader is a damaged bag
-        from mcap.exceptions import EndOfFile
-
-        if not isinstance(exc, EndOfFile):  # EndOfFile: at the end of whole records (a crashed recorder,
-            problem = f"{type(exc).__name__}: {str(exc)[:120] or 'no detail'}"  # or a cut file: said above)
+    with io.BufferedReader(_Prefix(f, good), buffer_size=1 << 20) as stream:
+        try:
+            for record in StreamReader(stream, skip_magic=False, emit_chunks=False, validate_crcs=True).records:
+                if isinstance(record, Schema):
+                    schemas[record.id] = record
+                elif isinstance(record, Channel):
+                    channels[record.id] = record
+                    schema = schemas.get(record.schema_id)
+                    bag.types[record.topic] = schema.name if schema is not None else "?"
+                elif isinstance(record, Message):
+                    ch = channels[record.channel_id]
+                    if wanted is not None and ch.topic not in wanted:
+                        continue
+                    dec = decoders.get(ch.id)
+                    if dec is None:
+                        dec = decoders[ch.id] = factory.decoder_for(ch.message_encoding, schemas.get(ch.schema_id))
+                    bag.messages.append(BagMessage(ch.topic, record.log_time, dec(record.data)))
+                elif isinstance(record, Footer):
+                    bag.complete = True
+        except EndOfFile:  # at the end of whole records (a crashed recorder, or a cut file: said above)
+            pass
+        except Exception as exc:  # noqa: BLE001 - any other failure of the reader is a damaged bag
+            problem = f"{type(exc).__name__}: {str(exc)[:120] or 'no detail'}"
     if problem:
         raise InputError(f"{f}: truncated or corrupt bag ({problem}); readable: {len(bag.messages)} messages "
                          f"over {bag.span_s:.2f} s of log time")
